@@ -1,0 +1,82 @@
+"""The `vaecli` command line: thin commands over the library, one place mapping errors to exit codes.
+
+Exit codes: 0 all inputs done; 1 some inputs failed (all others done); 2 usage or setup error;
+130 interrupted (finished outputs are complete; rerun to do the rest).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+try:  # Typer >= 0.20 vendors its own click; older ones use click itself
+    from typer._click import exceptions as _typer_click
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    _typer_click = click.exceptions
+
+_ExitExc = (click.exceptions.Exit, typer.Exit)
+_ClickExc = (click.ClickException, _typer_click.ClickException)
+_AbortExc = (click.exceptions.Abort, getattr(typer, "Abort", click.exceptions.Abort), KeyboardInterrupt)
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, VaecliError
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); "
+    "2 usage or setup error (bad option, unknown model, missing weights, bad config); 130 interrupted."
+)
+
+app = typer.Typer(
+    name="vaecli",
+    help="Encode images and video into the latent space of latent-diffusion VAEs, decode latents, "
+    "measure reconstruction quality, fetch weights.\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vaecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """vaecli: latent-diffusion VAEs on the command line."""
+
+
+def _debug() -> bool:
+    return os.environ.get("VAECLI_DEBUG") == "1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app and turn every outcome into one exit code."""
+    try:
+        rv = app(args=argv, prog_name="vaecli", standalone_mode=False)
+    except _ExitExc as e:
+        sys.exit(e.exit_code)
+    except _ClickExc as e:
+        e.show()
+        sys.exit(EXIT_USAGE if e.exit_code == 2 else e.exit_code)
+    except _AbortExc:
+        print("Interrupted: finished outputs are complete; rerun the same command to do the rest.", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except VaecliError as e:
+        if _debug():
+            raise
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except Exception as e:  # a bug: one line unless debugging
+        if _debug():
+            raise
+        print(f"Error: internal error: {type(e).__name__}: {e} (set VAECLI_DEBUG=1 for a traceback)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    sys.exit(rv if isinstance(rv, int) else 0)

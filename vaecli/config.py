@@ -1,0 +1,222 @@
+"""The model config: one dataclass, read from our YAML schema or from an original LDM/sgm config.yaml.
+
+Our schema's keys are the Encoder/Decoder keyword arguments of latent-diffusion, byte-identical, plus
+`embed_dim` (null: no quant convs, as in SD3/FLUX) and the latent convention `scaling_factor` and
+`shift_factor`. Configs are validated when built, so a bad value fails with the key's name before
+any tensor is allocated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+NUM_GROUPS = 32  # GroupNorm groups in every latent-diffusion autoencoder: channel counts must divide
+ATTN_TYPES = ("vanilla", "vanilla-xformers", "linear", "none")
+DESCRIPTIVE_KEYS = ("name", "description")  # allowed in our YAML, not part of the architecture
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    ch: int
+    ch_mult: tuple[int, ...]
+    num_res_blocks: int
+    z_channels: int
+    attn_resolutions: tuple[int, ...] = ()
+    double_z: bool = True  # encoder emits mean and logvar: 2 * z_channels
+    in_channels: int = 3
+    out_ch: int = 3
+    resolution: int = 256  # training resolution; attn_resolutions are read against it
+    dropout: float = 0.0
+    attn_type: str = "vanilla"
+    embed_dim: int | None = None  # None: no quant_conv/post_quant_conv (SD3, FLUX)
+    scaling_factor: float | None = None  # None: the model publishes none; latents stay unscaled
+    shift_factor: float = 0.0
+    name: str | None = field(default=None, compare=False)
+    description: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ch_mult", tuple(self.ch_mult))
+        object.__setattr__(self, "attn_resolutions", tuple(self.attn_resolutions))
+        _validate(self)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latent the diffusion model sees (after quant_conv when present)."""
+        return self.embed_dim if self.embed_dim is not None else self.z_channels
+
+    @property
+    def downsample_factor(self) -> int:
+        """Pixels per latent cell along each axis: 8 for SD/SDXL/SD3/FLUX."""
+        return 2 ** (len(self.ch_mult) - 1)
+
+    def ddconfig(self) -> dict[str, Any]:
+        """Keyword arguments shared by Encoder and Decoder, named as latent-diffusion names them."""
+        return {
+            "ch": self.ch,
+            "out_ch": self.out_ch,
+            "ch_mult": self.ch_mult,
+            "num_res_blocks": self.num_res_blocks,
+            "attn_resolutions": self.attn_resolutions,
+            "dropout": self.dropout,
+            "in_channels": self.in_channels,
+            "resolution": self.resolution,
+            "z_channels": self.z_channels,
+            "double_z": self.double_z,
+            "attn_type": self.attn_type,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ch_mult"] = list(self.ch_mult)
+        d["attn_resolutions"] = list(self.attn_resolutions)
+        return {k: v for k, v in d.items() if not (k in DESCRIPTIVE_KEYS and v is None)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **changes: Any) -> "VAEConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "VAEConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ConfigError(f"{source}: missing config key(s) {', '.join(missing)}")
+        try:
+            return cls(**data)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "metadata") -> "VAEConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{source}: config is not valid JSON ({e.msg})") from None
+        return cls.from_dict(data, source)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _validate(c: VAEConfig) -> None:
+    """Reject values that cannot build a model, naming the key."""
+
+    def need(ok: bool, key: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}={getattr(c, key)!r}: {why}")
+
+    need(_is_int(c.ch) and c.ch > 0, "ch", "must be a positive integer")
+    need(c.ch % NUM_GROUPS == 0, "ch", f"must be divisible by {NUM_GROUPS} (GroupNorm groups)")
+    need(len(c.ch_mult) > 0, "ch_mult", "must not be empty")
+    need(all(_is_int(m) and m > 0 for m in c.ch_mult), "ch_mult", "must hold positive integers")
+    need(_is_int(c.num_res_blocks) and c.num_res_blocks > 0, "num_res_blocks", "must be a positive integer")
+    need(_is_int(c.z_channels) and c.z_channels > 0, "z_channels", "must be a positive integer")
+    need(all(_is_int(r) and r > 0 for r in c.attn_resolutions), "attn_resolutions", "must hold positive integers")
+    need(isinstance(c.double_z, bool), "double_z", "must be true or false")
+    need(_is_int(c.in_channels) and c.in_channels > 0, "in_channels", "must be a positive integer")
+    need(_is_int(c.out_ch) and c.out_ch > 0, "out_ch", "must be a positive integer")
+    need(_is_int(c.resolution) and c.resolution > 0, "resolution", "must be a positive integer")
+    need(isinstance(c.dropout, (int, float)) and 0 <= c.dropout < 1, "dropout", "must be in [0, 1)")
+    need(c.attn_type in ATTN_TYPES, "attn_type", f"must be one of {', '.join(ATTN_TYPES)}")
+    need(c.embed_dim is None or (_is_int(c.embed_dim) and c.embed_dim > 0), "embed_dim", "must be null or a positive integer")
+    need(
+        c.scaling_factor is None or (isinstance(c.scaling_factor, (int, float)) and c.scaling_factor > 0),
+        "scaling_factor",
+        "must be null or a positive number",
+    )
+    need(isinstance(c.shift_factor, (int, float)), "shift_factor", "must be a number")
+
+
+def _find_ddconfig(node: Any) -> tuple[dict, Any] | None:
+    """Depth-first search for a mapping holding `ddconfig`; returns (ddconfig, sibling embed_dim)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("ddconfig"), dict):
+            return node["ddconfig"], node.get("embed_dim")
+        for value in node.values():
+            found = _find_ddconfig(value)
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for value in node:
+            found = _find_ddconfig(value)
+            if found is not None:
+                return found
+    return None
+
+
+def _find_key(node: Any, key: str) -> Any:
+    if isinstance(node, dict):
+        if key in node and not isinstance(node[key], (dict, list)):
+            return node[key]
+        for value in node.values():
+            found = _find_key(value, key)
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for value in node:
+            found = _find_key(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def config_from_mapping(data: Any, source: str) -> VAEConfig:
+    """Our schema, or an LDM/sgm config (a `ddconfig` mapping with a sibling `embed_dim`)."""
+    found = _find_ddconfig(data)
+    if found is None:
+        return VAEConfig.from_dict(data, source)
+    ddconfig, embed_dim = found
+    ddconfig = {k: v for k, v in ddconfig.items() if k != "attn_type" or v in ATTN_TYPES}
+    params = dict(ddconfig, embed_dim=embed_dim)
+    scale = _find_key(data, "scale_factor")  # LDM's diffusion model carries the latent scale here
+    if scale is not None:
+        params["scaling_factor"] = float(scale)
+    return VAEConfig.from_dict(params, f"{source} (ddconfig)")
+
+
+def load_config(path: str | Path) -> VAEConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config ({e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return config_from_mapping(data, str(path))
+
+
+def shipped_config_names() -> list[str]:
+    """Names of the configs shipped in configs/models/ (inside the wheel as vaecli.configs.models)."""
+    root = resources.files("vaecli.configs.models")
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def shipped_config(name: str) -> VAEConfig:
+    root = resources.files("vaecli.configs.models")
+    entry = root / f"{name}.yaml"
+    if not entry.is_file():
+        raise ConfigError(f"no shipped config named {name!r}; shipped: {', '.join(shipped_config_names())}")
+    data = yaml.safe_load(entry.read_text(encoding="utf-8"))
+    return config_from_mapping(data, f"configs/models/{name}.yaml")

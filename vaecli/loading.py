@@ -1,0 +1,54 @@
+"""Build a ready-to-run AutoencoderKL from a registry name, a config file and/or a weights file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import registry
+from .checkpoints import config_from_weights, load_weights
+from .config import VAEConfig, load_config
+from .device import pick_device, resolve_dtype
+from .errors import ConfigError
+from .vae import AutoencoderKL
+
+
+def load_vae(
+    model: str | None = None,
+    *,
+    config: str | Path | VAEConfig | None = None,
+    weights: str | Path | None = None,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    allow_pickle: bool = False,
+) -> AutoencoderKL:
+    """Load a VAE in eval mode on `device` in `dtype`.
+
+    - `model`: a registry name (its config, and its cached weights unless `weights` is given);
+    - `config`: a YAML path (ours or an LDM/sgm config.yaml) or a VAEConfig; overrides the model's;
+    - `weights`: a safetensors file; one written by vaecli carries its config and needs no other.
+    With none of them, the embedded default model is loaded.
+    """
+    dev = pick_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if model is None and config is None and weights is None:
+        model = registry.DEFAULT_MODEL
+    cfg: VAEConfig | None
+    if isinstance(config, VAEConfig):
+        cfg = config
+    elif config is not None:
+        cfg = load_config(config)
+    else:
+        cfg = registry.model_config(model) if model is not None else None
+    if weights is None:
+        if model is None:
+            raise ConfigError("a config alone has no weights: give a weights file (--weights) or a model (--model)")
+        weights = registry.weights_path(model)
+    if cfg is None:
+        cfg = config_from_weights(weights) if Path(weights).suffix == ".safetensors" else None
+        if cfg is None:
+            raise ConfigError(f"{weights}: carries no vaecli config; give --config or --model to say its architecture")
+    if model is not None and cfg.name is None:
+        cfg = cfg.replace(name=model)
+    return load_weights(cfg, weights, device=dev, dtype=dt, allow_pickle=allow_pickle)

@@ -1,0 +1,34 @@
+"""The seed modules of latent-diffusion's autoencoder, with its parameter names kept byte-identical."""
+
+from .attention import AttnBlock, LinAttnBlock, MemoryEfficientAttnBlock, make_attn
+from .autoencoder import (
+    Decoder,
+    Downsample,
+    Encoder,
+    Model,
+    Normalize,
+    ResnetBlock,
+    Upsample,
+    get_timestep_embedding,
+    nonlinearity,
+)
+from .distributions import DiagonalGaussianDistribution, DiracDistribution, normal_kl
+
+__all__ = [
+    "AttnBlock",
+    "Decoder",
+    "DiagonalGaussianDistribution",
+    "DiracDistribution",
+    "Downsample",
+    "Encoder",
+    "LinAttnBlock",
+    "MemoryEfficientAttnBlock",
+    "Model",
+    "Normalize",
+    "ResnetBlock",
+    "Upsample",
+    "get_timestep_embedding",
+    "make_attn",
+    "nonlinearity",
+    "normal_kl",
+]

@@ -1,0 +1,121 @@
+"""Known models: name -> config and weight files. The data lives in configs/registry.yaml."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .config import VAEConfig, shipped_config
+from .errors import UnknownModelError, WeightsNotCachedError
+
+DEFAULT_MODEL = "vaecli-default"  # embedded in the package: works offline, no download
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    filename: str
+    urls: tuple[str, ...]
+    sha256: str | None = None  # None: not pinned; the first download records it beside the file
+    sha256_confirmed: bool = False
+    md5: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    config: str | None  # a shipped config name; None for non-VAE files (LPIPS, VGG)
+    files: tuple[WeightFile, ...]
+    layout: str = "ldm"
+    license: str = ""
+    gated: bool = False
+    description: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def cache_dir() -> Path:
+    """VAECLI_CACHE, else $XDG_CACHE_HOME/vaecli, else ~/.cache/vaecli."""
+    if os.environ.get("VAECLI_CACHE"):
+        return Path(os.environ["VAECLI_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "vaecli"
+
+
+@lru_cache(maxsize=1)
+def load_registry() -> dict[str, Entry]:
+    text = (resources.files("vaecli.configs") / "registry.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    entries = {}
+    for name, e in (data.get("models") or {}).items():
+        files = tuple(
+            WeightFile(
+                filename=f["filename"],
+                urls=tuple(f.get("urls") or ([f["url"]] if f.get("url") else [])),
+                sha256=f.get("sha256"),
+                sha256_confirmed=bool(f.get("sha256_confirmed", False)),
+                md5=f.get("md5"),
+                size=f.get("size"),
+            )
+            for f in e.get("files", [])
+        )
+        known = {"config", "files", "layout", "license", "gated", "description"}
+        entries[name] = Entry(
+            name=name,
+            config=e.get("config"),
+            files=files,
+            layout=e.get("layout", "ldm"),
+            license=e.get("license", ""),
+            gated=bool(e.get("gated", False)),
+            description=e.get("description", ""),
+            extra={k: v for k, v in e.items() if k not in known},
+        )
+    return entries
+
+
+def get_entry(name: str) -> Entry:
+    entries = load_registry()
+    if name == DEFAULT_MODEL:
+        raise UnknownModelError(f"{DEFAULT_MODEL} is embedded in the package, not a registry download")
+    if name not in entries:
+        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join([DEFAULT_MODEL, *entries])}")
+    return entries[name]
+
+
+def default_weights_path() -> Path:
+    return Path(str(resources.files("vaecli.assets") / f"{DEFAULT_MODEL}.safetensors"))
+
+
+def model_config(name: str) -> VAEConfig:
+    if name == DEFAULT_MODEL:
+        from .checkpoints import config_from_weights
+
+        cfg = config_from_weights(default_weights_path())
+        assert cfg is not None, "the embedded default model must be self-describing"
+        return cfg
+    entry = get_entry(name)
+    if entry.config is None:
+        raise UnknownModelError(f"{name!r} is not an autoencoder (it holds {entry.description or 'other weights'})")
+    return shipped_config(entry.config)
+
+
+def cached_file(name: str, wf: WeightFile) -> Path:
+    return cache_dir() / name / wf.filename
+
+
+def weights_path(name: str) -> Path:
+    """The local weights of a model; raises with the exact fetch command when not cached."""
+    if name == DEFAULT_MODEL:
+        path = default_weights_path()
+        if not path.is_file():
+            raise WeightsNotCachedError(f"the embedded default model is missing from the package ({path})")
+        return path
+    entry = get_entry(name)
+    path = cached_file(name, entry.files[0])
+    if not path.is_file():
+        raise WeightsNotCachedError(f"weights for {name} are not downloaded; run: vaecli fetch-weights {name}")
+    return path
