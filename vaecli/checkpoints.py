@@ -52,7 +52,7 @@ def diffusers_to_ldm_key(key: str, num_resolutions: int) -> str:
 
     def up(m: re.Match) -> str:  # diffusers counts up blocks from the bottom, ldm from the top
         level = num_resolutions - 1 - int(m.group(1))
-        return f"decoder.up.{level}.{m.group(2)}"
+        return f"decoder.up.{level}.{m.group(2)}."
 
     key = re.sub(r"^decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.", up, key)
     key = re.sub(r"^decoder\.up\.(\d+)\.resnets\.", r"decoder.up.\1.block.", key)
