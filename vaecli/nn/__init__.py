@@ -13,14 +13,17 @@ from .autoencoder import (
     nonlinearity,
 )
 from .distributions import DiagonalGaussianDistribution, DiracDistribution, normal_kl
+from .flows import ActNorm, Invertible1x1Conv
 
 __all__ = [
+    "ActNorm",
     "AttnBlock",
     "Decoder",
     "DiagonalGaussianDistribution",
     "DiracDistribution",
     "Downsample",
     "Encoder",
+    "Invertible1x1Conv",
     "LinAttnBlock",
     "MemoryEfficientAttnBlock",
     "Model",

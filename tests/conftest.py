@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny random models that build and run in well under a second on a CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vaecli.checkpoints import save_weights
+from vaecli.config import VAEConfig
+from vaecli.vae import AutoencoderKL
+
+# Two levels (downsample factor 2), one resnet per level, 32 channels: the smallest model that still
+# has every part of the real architecture (down/upsample, mid attention, quant convs).
+TINY_CONFIG = VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, embed_dim=4, scaling_factor=0.5, name="tiny")
+
+
+@pytest.fixture
+def tiny_config() -> VAEConfig:
+    return TINY_CONFIG
+
+
+@pytest.fixture
+def tiny_model(tiny_config) -> AutoencoderKL:
+    """A randomly initialised tiny model, seeded so every test sees the same weights."""
+    torch.manual_seed(0)
+    return AutoencoderKL(tiny_config).eval()
+
+
+@pytest.fixture
+def tiny_weights(tmp_path, tiny_model):
+    """The tiny model saved by save_weights as a self-describing safetensors file."""
+    path = tmp_path / "tiny.safetensors"
+    save_weights(tiny_model, path)
+    return path
