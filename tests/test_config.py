@@ -1,0 +1,231 @@
+"""Configs: every shipped config builds, matches diffusers' parameter layout, validates, and ships in the wheel."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaecli.checkpoints import diffusers_to_ldm_key
+from vaecli.config import VAEConfig, load_config, shipped_config, shipped_config_names
+from vaecli.errors import ConfigError
+from vaecli.vae import AutoencoderKL
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = shipped_config_names()
+
+
+def test_known_configs_are_shipped():
+    assert {"sd-vae-ft-mse", "sdxl-vae", "sd3-vae", "flux-vae", "kl-f4", "kl-f16", "kl-f32"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_config_builds(name):
+    config = shipped_config(name)
+    with torch.device("meta"):
+        model = AutoencoderKL(config)
+    assert model.encoder.conv_out.out_channels == 2 * config.z_channels
+    assert config.downsample_factor == 2 ** (len(config.ch_mult) - 1)
+    assert VAEConfig.from_json(config.to_json()) == config
+
+
+def _diffusers_model(config: VAEConfig):
+    """diffusers' AutoencoderKL with the same architecture, on the meta device (no init cost)."""
+    diffusers = pytest.importorskip("diffusers")
+    n = len(config.ch_mult)
+    with torch.device("meta"):
+        return diffusers.AutoencoderKL(
+            in_channels=config.in_channels,
+            out_channels=config.out_ch,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+            block_out_channels=tuple(config.ch * m for m in config.ch_mult),
+            layers_per_block=config.num_res_blocks,
+            latent_channels=config.latent_channels,
+            use_quant_conv=config.embed_dim is not None,
+            use_post_quant_conv=config.embed_dim is not None,
+        )
+
+
+# diffusers has no per-level attention (kl-f16/f32) and ties the quant conv width to z_channels.
+DIFFUSERS_EQUIVALENT = [
+    n
+    for n in SHIPPED
+    if not shipped_config(n).attn_resolutions and shipped_config(n).embed_dim in (None, shipped_config(n).z_channels)
+]
+
+
+def test_diffusers_equivalents_cover_the_sd_family():
+    assert {"sd-vae-ft-mse", "sdxl-vae", "sd3-vae", "flux-vae", "kl-f4"} <= set(DIFFUSERS_EQUIVALENT)
+
+
+@pytest.mark.parametrize("name", DIFFUSERS_EQUIVALENT)
+def test_parameter_layout_matches_diffusers(name):
+    config = shipped_config(name)
+    with torch.device("meta"):
+        ours = AutoencoderKL(config)
+    ref = _diffusers_model(config)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+    our_shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    mapped = {diffusers_to_ldm_key(k, len(config.ch_mult)): tuple(v.shape) for k, v in ref.state_dict().items()}
+    assert set(mapped) == set(our_shapes)
+    for key, shape in mapped.items():
+        # Attention projections: Linear (C, C) in diffusers, 1x1 conv (C, C, 1, 1) in ldm.
+        want = our_shapes[key]
+        assert shape == want or (".attn_1." in key and want == (*shape, 1, 1)), key
+
+
+TINY = dict(ch=32, ch_mult=[1, 2], num_res_blocks=1, z_channels=4, embed_dim=4)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("colour", 3),  # unknown key
+        ("ch", 48),  # not divisible by the 32 GroupNorm groups
+        ("ch_mult", []),
+        ("attn_type", "flash"),
+        ("embed_dim", -4),
+        ("num_res_blocks", 0),
+        ("dropout", 1.5),
+        ("scaling_factor", 0),
+    ],
+)
+def test_invalid_values_name_the_key(tmp_path, key, value):
+    import yaml
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**TINY, key: value}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert key in message and str(path) in message
+    assert "\n" not in message
+    with pytest.raises(ConfigError, match=key):
+        VAEConfig.from_dict({**TINY, key: value})
+
+
+def test_missing_required_key(tmp_path):
+    path = tmp_path / "short.yaml"
+    path.write_text("ch: 32\nch_mult: [1, 2]\nnum_res_blocks: 1\n")
+    with pytest.raises(ConfigError, match="z_channels"):
+        load_config(path)
+
+
+LDM_CONFIG = """\
+model:
+  base_learning_rate: 1.0e-04
+  target: ldm.models.diffusion.ddpm.LatentDiffusion
+  params:
+    scale_factor: 0.18215
+    first_stage_config:
+      target: ldm.models.autoencoder.AutoencoderKL
+      params:
+        embed_dim: 4
+        monitor: val/rec_loss
+        ddconfig:
+          double_z: true
+          z_channels: 4
+          resolution: 256
+          in_channels: 3
+          out_ch: 3
+          ch: 128
+          ch_mult: [1, 2, 4, 4]
+          num_res_blocks: 2
+          attn_resolutions: []
+          dropout: 0.0
+        lossconfig:
+          target: torch.nn.Identity
+"""
+
+
+def test_reads_original_ldm_config(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(LDM_CONFIG)
+    config = load_config(path)
+    assert config == VAEConfig(
+        ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2, z_channels=4, attn_resolutions=(), embed_dim=4, scaling_factor=0.18215
+    )
+    assert config == shipped_config("sd-vae-ft-mse")
+
+
+def test_reads_first_stage_only_ldm_config(tmp_path):
+    """CompVis models/first_stage_models/kl-f16/config.yaml: no diffusion model, so no scale."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            model:
+              target: ldm.models.autoencoder.AutoencoderKL
+              params:
+                embed_dim: 16
+                ddconfig: {double_z: true, z_channels: 16, resolution: 256, in_channels: 3, out_ch: 3,
+                           ch: 128, ch_mult: [1, 1, 2, 2, 4], num_res_blocks: 2, attn_resolutions: [16],
+                           dropout: 0.0}
+            """
+        )
+    )
+    config = load_config(path)
+    assert config == shipped_config("kl-f16")
+    assert config.scaling_factor is None
+
+
+def test_invalid_yaml(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("ch: [32, \nch_mult: {")
+    with pytest.raises(ConfigError, match="not valid YAML") as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_file_names_the_path(tmp_path):
+    path = tmp_path / "nowhere" / "config.yaml"
+    with pytest.raises(ConfigError, match="not found") as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_unknown_shipped_name_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="sd-vae-ft-mse"):
+        shipped_config("sd-vae-ft-nope")
+
+
+def _wheel_tools_missing() -> bool:
+    """setuptools builds the wheel; before 70.1 its bdist_wheel lives in the `wheel` package."""
+    return importlib.util.find_spec("setuptools") is None or (
+        importlib.util.find_spec("wheel") is None and importlib.util.find_spec("setuptools.command.bdist_wheel") is None
+    )
+
+
+@pytest.mark.skipif(_wheel_tools_missing(), reason="setuptools (and wheel) needed to build a wheel offline")
+def test_wheel_ships_configs_and_every_package(tmp_path):
+    # Build from a copy: pip builds in-tree and would leave build/ and egg-info in the shared checkout.
+    src = tmp_path / "src"
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(".git", "tests", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "runs", "recon", "out"),
+    )
+    out = tmp_path / "wheels"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = out.glob("vaecli-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "vaecli/configs/models/sd-vae-ft-mse.yaml" in names
+    assert "vaecli/configs/registry.yaml" in names
+    assert {f"vaecli/configs/models/{n}.yaml" for n in SHIPPED} <= names
+    # A package missing from pyproject's list would import from a checkout but not once installed.
+    packages = {str(p.relative_to(REPO)) for p in (REPO / "vaecli").rglob("__init__.py")}
+    assert packages <= names, f"not in the wheel: {sorted(packages - names)}"
