@@ -1,0 +1,367 @@
+"""Exact tiled encode and decode: the whole-image result, with a bounded working set per step.
+
+Why not blend overlapping tiles, as diffusers and ComfyUI do: each tile's GroupNorm then sees its own
+statistics, which shows as seams and tone shifts (REFERENCE.md section 5). Here the network runs
+layer by layer over the whole activation, one tile at a time:
+
+- every activation is kept whole on a *storage* device (host RAM when computing on CUDA, so the GPU
+  holds only one tile's working set plus the latent-sized attention);
+- each convolution reads its tile plus a halo of its receptive field (one pixel for a 3x3 conv, the
+  stride-2 window of a downsample, half a pixel before a nearest x2 upsample), with zeros only where
+  the whole-image pass pads, so every output pixel is exact;
+- GroupNorm statistics are accumulated over all tiles while the layer before writes them (per-tile
+  mean and M2, merged in float64), and applied, fused with Swish, when the next conv reads its tile;
+- attention (the mid block, and the per-level attention of kl-f16/f32) runs over the whole tensor:
+  it sits at latent size, where the whole tensor is small.
+
+So tiled == untiled up to float reassociation, for any size, not only multiples of the tile.
+
+The choke point for callers is `encode_auto` / `decode_auto`: tiled when `estimate_memory` exceeds the
+budget (`max_memory`, default from free device memory), and retried tiled on an out-of-memory error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import NUM_GROUPS
+from .nn import DiagonalGaussianDistribution
+from .nn.autoencoder import ResnetBlock
+from .vae import AutoencoderKL
+
+DEFAULT_TILE_SIZE = 512  # tile side in image pixels; each layer's tile covers the same image region
+MIN_TILE = 16  # smallest tile side at any layer, so low-resolution layers are not cut into slivers
+ACTIVATION_COPIES = 4  # live full-size tensors at the widest layer of an untiled pass (x, norm, act, conv out)
+CPU_BUDGET_FRACTION = 0.5  # of MemAvailable: the rest is for the OS, the other processes and the outputs
+CUDA_BUDGET_FRACTION = 0.9  # of free device memory: cuDNN workspaces and the allocator's slack need the rest
+
+
+# ---------------------------------------------------------------- GroupNorm over all tiles
+
+
+class _GroupStats:
+    """Per-(sample, group) count, mean and M2 merged tile by tile (Chan et al.), in float64."""
+
+    def __init__(self, batch: int, groups: int, device: torch.device):
+        self.groups = groups
+        self.count = 0
+        self.mean = torch.zeros(batch, groups, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(batch, groups, dtype=torch.float64, device=device)
+
+    def add(self, tile: torch.Tensor) -> None:
+        b, c = tile.shape[:2]
+        values = tile.reshape(b, self.groups, -1)  # (B, G, C/G * h * w)
+        n = values.shape[-1]
+        var, mean = torch.var_mean(values.float(), dim=-1, unbiased=False)  # each (B, G)
+        mean, m2 = mean.double(), var.double() * n
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * (n / total)
+        self.m2 += m2 + delta.square() * (self.count * n / total)
+        self.count = total
+
+    def mean_rstd(self, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, 1/sqrt(var + eps)), each (B, G) in float32, as GroupNorm uses them."""
+        var = self.m2 / self.count
+        return self.mean.float(), torch.rsqrt(var + eps).float()
+
+
+@dataclass
+class _Activation:
+    """One whole activation on the storage device, with its GroupNorm statistics (None if C % 32)."""
+
+    tensor: torch.Tensor
+    stats: _GroupStats | None
+
+
+# ---------------------------------------------------------------- the layer-by-layer runner
+
+
+class _TiledRunner:
+    """Runs convolutions, ResnetBlocks and resampling of an Encoder/Decoder tile by tile."""
+
+    def __init__(self, compute: torch.device, storage: torch.device, image_height: int, tile_size: int):
+        self.compute = compute
+        self.storage = storage
+        self.image_height = image_height
+        self.tile_size = tile_size
+        self.pin = storage.type == "cpu" and compute.type == "cuda"
+
+    # -- storage
+
+    def _empty(self, shape, dtype) -> _Activation:
+        tensor = torch.empty(shape, dtype=dtype, device=self.storage, pin_memory=self.pin)
+        stats = _GroupStats(shape[0], NUM_GROUPS, self.compute) if shape[1] % NUM_GROUPS == 0 else None
+        return _Activation(tensor, stats)
+
+    def _write(self, dst: _Activation, rows: slice, cols: slice, tile: torch.Tensor) -> None:
+        if dst.stats is not None:
+            dst.stats.add(tile)
+        dst.tensor[:, :, rows, cols].copy_(tile, non_blocking=self.pin)
+
+    def whole(self, tensor: torch.Tensor) -> _Activation:
+        """Store a whole tensor (the input, or the output of a whole-tensor block)."""
+        act = self._empty(tensor.shape, tensor.dtype)
+        self._write(act, slice(None), slice(None), tensor.to(self.compute))
+        return act
+
+    def _tiles(self, height: int, width: int):
+        """(rows, cols) slices covering (height, width); the side shrinks with the layer's resolution."""
+        side = max(MIN_TILE, self.tile_size * height // self.image_height)
+        for r0 in range(0, height, side):
+            for c0 in range(0, width, side):
+                yield slice(r0, min(r0 + side, height)), slice(c0, min(c0 + side, width))
+
+    # -- reading a tile with its halo
+
+    def _normalize_swish(self, t: torch.Tensor, stats: _GroupStats, norm: nn.GroupNorm) -> torch.Tensor:
+        """GroupNorm with whole-image statistics, then Swish, on one tile (computed in float32)."""
+        b, c, h, w = t.shape
+        mean, rstd = stats.mean_rstd(norm.eps)  # (B, G)
+        y = t.float().reshape(b, norm.num_groups, c // norm.num_groups, h, w)  # (B, G, C/G, h, w)
+        y = (y - mean[:, :, None, None, None]) * rstd[:, :, None, None, None]
+        y = y.reshape(b, c, h, w) * norm.weight.float()[:, None, None] + norm.bias.float()[:, None, None]
+        return F.silu(y, inplace=True).to(t.dtype)
+
+    def _window(self, src: _Activation, r0: int, r1: int, c0: int, c1: int, *, norm=None, up=False) -> torch.Tensor:
+        """Rows [r0, r1) and cols [c0, c1) of the conv's input (normalised, x2-upsampled when asked),
+        with zeros outside the image exactly where the whole-image pass pads."""
+        h, w = src.tensor.shape[-2:]
+        scale = 2 if up else 1
+        vr0, vr1 = max(r0, 0), min(r1, h * scale)
+        vc0, vc1 = max(c0, 0), min(c1, w * scale)
+        sr0, sr1 = vr0 // scale, (vr1 - 1) // scale + 1  # source rows under the valid window
+        sc0, sc1 = vc0 // scale, (vc1 - 1) // scale + 1
+        t = src.tensor[:, :, sr0:sr1, sc0:sc1].to(self.compute, non_blocking=self.pin)
+        if norm is not None:
+            t = self._normalize_swish(t, src.stats, norm)
+        if up:  # nearest x2, then crop to the valid window
+            t = F.interpolate(t, scale_factor=2.0, mode="nearest")
+            t = t[:, :, vr0 - 2 * sr0 : vr1 - 2 * sr0, vc0 - 2 * sc0 : vc1 - 2 * sc0]
+        return F.pad(t, (vc0 - c0, c1 - vc1, vr0 - r0, r1 - vr1))  # zeros where the image ends
+
+    def _conv_tile(self, src, conv: nn.Conv2d, pad: tuple[int, int], rows: slice, cols: slice, **read) -> torch.Tensor:
+        """conv's output over (rows, cols); `pad` = (top, left) zeros the whole-image pass adds."""
+        (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+        r0, c0 = rows.start * sh - pad[0], cols.start * sw - pad[1]
+        r1, c1 = (rows.stop - 1) * sh - pad[0] + kh, (cols.stop - 1) * sw - pad[1] + kw
+        window = self._window(src, r0, r1, c0, c1, **read)
+        return F.conv2d(window, conv.weight, conv.bias, stride=conv.stride)
+
+    # -- layers
+
+    def conv(self, src: _Activation, conv: nn.Conv2d, *, norm=None, up=False, down=False) -> _Activation:
+        """One conv (optionally after GroupNorm+Swish, a nearest x2 upsample, or as a Downsample)."""
+        b, _, h, w = src.tensor.shape
+        if up:
+            h, w = 2 * h, 2 * w
+        if down:  # Downsample: zero pad right and bottom by one, 3x3 stride 2, no other padding
+            pad, (h, w) = (0, 0), ((h - 2) // 2 + 1, (w - 2) // 2 + 1)
+        else:
+            pad = conv.padding
+        dst = self._empty((b, conv.out_channels, h, w), src.tensor.dtype)
+        for rows, cols in self._tiles(h, w):
+            self._write(dst, rows, cols, self._conv_tile(src, conv, pad, rows, cols, norm=norm, up=up))
+        return dst
+
+    def resnet(self, x: _Activation, block: ResnetBlock) -> _Activation:
+        """x + conv2(swish(norm2(conv1(swish(norm1(x)))))), the shortcut applied to x where channels change."""
+        h = self.conv(x, block.conv1, norm=block.norm1)
+        shortcut = None
+        if block.in_channels != block.out_channels:
+            shortcut = block.conv_shortcut if block.use_conv_shortcut else block.nin_shortcut
+        # identity shortcut: each output pixel reads only its own x pixel, so write over x in place
+        dst = x if shortcut is None else self._empty((*x.tensor.shape[:1], block.out_channels, *x.tensor.shape[2:]), x.tensor.dtype)
+        if dst is x and x.stats is not None:
+            x.stats = _GroupStats(x.stats.mean.shape[0], NUM_GROUPS, self.compute)
+        for rows, cols in self._tiles(*h.tensor.shape[-2:]):
+            out = self._conv_tile(h, block.conv2, block.conv2.padding, rows, cols, norm=block.norm2)
+            if shortcut is None:
+                res = x.tensor[:, :, rows, cols].to(self.compute, non_blocking=self.pin)
+            else:
+                res = self._conv_tile(x, shortcut, shortcut.padding, rows, cols)
+            self._write(dst, rows, cols, res + out)
+        return dst
+
+    def attention(self, src: _Activation, block: nn.Module) -> _Activation:
+        """A whole-tensor block (attention over every position): run it once, untiled."""
+        return self.whole(block(src.tensor.to(self.compute)))
+
+
+# ---------------------------------------------------------------- public API
+
+
+def _devices(vae: AutoencoderKL, offload: bool | None) -> tuple[torch.device, torch.device]:
+    compute = next(vae.parameters()).device
+    if offload is None:
+        offload = compute.type == "cuda"
+    return compute, torch.device("cpu") if offload else compute
+
+
+def _check_supported(module: nn.Module) -> None:
+    if getattr(module, "give_pre_end", False):
+        raise ValueError("tiled decode of a Decoder with give_pre_end is not supported")
+    for sub in module.modules():
+        if getattr(sub, "with_conv", True) is False:
+            raise ValueError("tiling needs conv resampling (resamp_with_conv=True), as every shipped model has")
+
+
+@torch.inference_mode()
+def tiled_encode(vae: AutoencoderKL, x: torch.Tensor, tile_size: int = DEFAULT_TILE_SIZE, *, offload: bool | None = None) -> DiagonalGaussianDistribution:
+    """vae.encode(x), computed tile by tile: same posterior, bounded working set (see module doc).
+
+    x: (B, 3, H, W) in [-1, 1], any H and W. offload: keep whole activations in host RAM (default on
+    CUDA), so device memory is bounded by the tile; on CPU they stay where they are.
+    """
+    enc = vae.encoder
+    _check_supported(enc)
+    compute, storage = _devices(vae, offload)
+    run = _TiledRunner(compute, storage, x.shape[-2], tile_size)
+    h = run.conv(run.whole(x), enc.conv_in)
+    for i_level in range(enc.num_resolutions):
+        down = enc.down[i_level]
+        for i_block in range(enc.num_res_blocks):
+            h = run.resnet(h, down.block[i_block])
+            if len(down.attn) > 0:
+                h = run.attention(h, down.attn[i_block])
+        if i_level != enc.num_resolutions - 1:
+            h = run.conv(h, down.downsample.conv, down=True)
+    h = run.resnet(h, enc.mid.block_1)
+    h = run.attention(h, enc.mid.attn_1)
+    h = run.resnet(h, enc.mid.block_2)
+    moments = run.conv(h, enc.conv_out, norm=enc.norm_out).tensor.to(compute)  # (B, 2*z, h, w): latent-sized
+    if vae.quant_conv is not None:
+        moments = vae.quant_conv(moments)
+    return DiagonalGaussianDistribution(moments.to(x.device))
+
+
+@torch.inference_mode()
+def tiled_decode(vae: AutoencoderKL, z: torch.Tensor, tile_size: int = DEFAULT_TILE_SIZE, *, offload: bool | None = None) -> torch.Tensor:
+    """vae.decode(z), computed tile by tile: same pixels, bounded working set (see module doc).
+
+    z: raw latents (B, C, h, w), any h and w; returns (B, 3, h*f, w*f) on z's device.
+    """
+    dec = vae.decoder
+    _check_supported(dec)
+    compute, storage = _devices(vae, offload)
+    z = z.to(compute)
+    if vae.post_quant_conv is not None:
+        z = vae.post_quant_conv(z)  # 1x1 at latent size: whole
+    run = _TiledRunner(compute, storage, z.shape[-2] * vae.downsample_factor, tile_size)
+    h = run.conv(run.whole(z), dec.conv_in)
+    h = run.resnet(h, dec.mid.block_1)
+    h = run.attention(h, dec.mid.attn_1)
+    h = run.resnet(h, dec.mid.block_2)
+    for i_level in reversed(range(dec.num_resolutions)):
+        up = dec.up[i_level]
+        for i_block in range(dec.num_res_blocks + 1):
+            h = run.resnet(h, up.block[i_block])
+            if len(up.attn) > 0:
+                h = run.attention(h, up.attn[i_block])
+        if i_level != 0:
+            h = run.conv(h, up.upsample.conv, up=True)
+    out = run.conv(h, dec.conv_out, norm=dec.norm_out).tensor
+    if compute.type == "cuda":
+        torch.cuda.synchronize(compute)  # the last non-blocking copies into pinned memory
+    if dec.tanh_out:
+        out = torch.tanh(out)
+    return out.to(z.device)
+
+
+# ---------------------------------------------------------------- when to tile
+
+
+def _widest_activation(vae: AutoencoderKL, height: int, width: int, mode: str) -> tuple[int, int]:
+    """(elements per sample of the widest activation, elements per sample at latent size x widest channels)."""
+    cfg = vae.config
+    f = cfg.downsample_factor
+    if mode == "encode":
+        height, width = math.ceil(height / f) * f, math.ceil(width / f) * f
+    else:
+        height, width = height * f, width * f
+    widest = 0
+    for level, mult in enumerate(cfg.ch_mult):  # level l runs at 1/2**l of the image
+        pixels = (height >> level) * (width >> level)
+        channels = cfg.ch * max(mult, cfg.ch_mult[level + 1] if level + 1 < len(cfg.ch_mult) else 0)
+        widest = max(widest, channels * pixels)  # a decoder upsample emits the level below's width here
+    latent = cfg.ch * cfg.ch_mult[-1] * (height // f) * (width // f)
+    return widest, latent
+
+
+def estimate_memory(vae: AutoencoderKL, shape, dtype: torch.dtype, mode: str, *, tile_size: int | None = None) -> int:
+    """Bytes an encode or decode of `shape` needs on the compute device: weights + live activations.
+
+    shape: (B, 3, H, W) for mode "encode", (B, C, h, w) for "decode". With `tile_size`, the tiled
+    pass with offload (whole activations in host RAM): weights, a few tile-sized tensors, and the
+    whole-tensor attention at latent size. A rough upper bound, not an exact figure.
+    """
+    if mode not in ("encode", "decode"):
+        raise ValueError(f"mode must be encode or decode, not {mode!r}")
+    b, _, h, w = shape
+    item = torch.empty((), dtype=dtype).element_size()
+    weights = sum(p.numel() for p in vae.parameters()) * item
+    widest, latent = _widest_activation(vae, h, w, mode)
+    if tile_size is None:
+        return weights + ACTIVATION_COPIES * b * widest * item
+    image_pixels = widest / (vae.config.ch * max(vae.config.ch_mult[:2]))
+    tile_fraction = min(1.0, tile_size * tile_size / image_pixels)
+    return weights + ACTIVATION_COPIES * b * item * int(widest * tile_fraction + latent)
+
+
+def memory_budget(device: torch.device) -> int:
+    """Default budget: a fraction of free CUDA memory, or of MemAvailable (/proc/meminfo) on CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * CUDA_BUDGET_FRACTION)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(int(line.split()[1]) * 1024 * CPU_BUDGET_FRACTION)
+    except OSError:
+        pass
+    return 1 << 62  # unknown: never tile pre-emptively; an out-of-memory error still falls back
+
+
+def should_tile(vae: AutoencoderKL, shape, dtype: torch.dtype, mode: str, max_memory: int | None = None) -> bool:
+    """True when the untiled pass is estimated to exceed `max_memory` (default: `memory_budget`)."""
+    if max_memory is None:
+        max_memory = memory_budget(next(vae.parameters()).device)
+    return estimate_memory(vae, shape, dtype, mode) > max_memory
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    msg = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def _auto(untiled, tiled, vae: AutoencoderKL, t: torch.Tensor, mode: str, max_memory: int | None):
+    if should_tile(vae, t.shape, t.dtype, mode, max_memory):
+        return tiled()
+    try:
+        return untiled()
+    except (RuntimeError, torch.OutOfMemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+    if t.is_cuda:  # the failed attempt's blocks, outside the except so its frames are released
+        torch.cuda.empty_cache()
+    return tiled()
+
+
+def encode_auto(vae: AutoencoderKL, x: torch.Tensor, *, max_memory: int | None = None, tile_size: int = DEFAULT_TILE_SIZE) -> DiagonalGaussianDistribution:
+    """vae.encode, tiled when over the memory budget or after an out-of-memory error."""
+    return _auto(lambda: vae.encode(x), lambda: tiled_encode(vae, x, tile_size), vae, x, "encode", max_memory)
+
+
+def decode_auto(vae: AutoencoderKL, z: torch.Tensor, *, max_memory: int | None = None, tile_size: int = DEFAULT_TILE_SIZE) -> torch.Tensor:
+    """vae.decode, tiled when over the memory budget or after an out-of-memory error."""
+    return _auto(lambda: vae.decode(z), lambda: tiled_decode(vae, z, tile_size), vae, z, "decode", max_memory)
