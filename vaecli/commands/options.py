@@ -1,0 +1,93 @@
+"""Reusable `Annotated` option aliases, so every command spells and documents a shared option alike.
+
+Nothing here imports torch: `vaecli --help` must answer without loading it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+MODEL_PANEL = "Model"
+OUTPUT_PANEL = "Output"
+
+
+class Dtype(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class Alpha(StrEnum):
+    white = "white"
+    black = "black"
+
+
+class ImageFormat(StrEnum):
+    png = "png"
+    jpg = "jpg"
+    webp = "webp"
+    tiff = "tiff"
+
+
+class VideoFormat(StrEnum):
+    mp4 = "mp4"
+    gif = "gif"
+
+
+Model = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="Registry model name (see `vaecli models`). Default: the embedded vaecli-default model.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Config = Annotated[
+    Optional[Path],
+    typer.Option("--config", help="Model config YAML (ours or an LDM/sgm config.yaml); overrides the model's.", rich_help_panel=MODEL_PANEL),
+]
+Weights = Annotated[
+    Optional[Path],
+    typer.Option("--weights", help="Weights file (.safetensors); one written by vaecli needs no --config.", rich_help_panel=MODEL_PANEL),
+]
+AllowPickle = Annotated[
+    bool,
+    typer.Option("--allow-pickle", help="Allow .ckpt/.pt weights (loaded with weights_only=True).", rich_help_panel=MODEL_PANEL),
+]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=MODEL_PANEL)]
+DtypeOpt = Annotated[
+    Dtype,
+    typer.Option("--dtype", help="auto: bf16 on CUDA where supported, else fp16 on a GPU, fp32 on CPU.", rich_help_panel=MODEL_PANEL),
+]
+BatchSize = Annotated[
+    Optional[int],
+    typer.Option("--batch-size", "-b", min=1, help="Images (or video frames) per model call. Default: 8 on CUDA, 4 elsewhere."),
+]
+Output = Annotated[
+    Optional[Path],
+    typer.Option("-o", "--output", help="Output folder; folder inputs keep their relative paths under it.", rich_help_panel=OUTPUT_PANEL),
+]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo outputs that exist and are up to date.", rich_help_panel=OUTPUT_PANEL)]
+Json = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON document on stdout: {results: [...], summary: {...}}.", rich_help_panel=OUTPUT_PANEL),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table; errors still go to stderr.", rich_help_panel=OUTPUT_PANEL)]
+AlphaOpt = Annotated[Alpha, typer.Option("--alpha", help="Background that transparent pixels are composited over.")]
+Resize = Annotated[
+    Optional[str],
+    typer.Option("--resize", metavar="W[xH]", help="N: scale the shorter side to N; WxH: scale to exactly WxH (see --center-crop)."),
+]
+CenterCrop = Annotated[
+    bool,
+    typer.Option(
+        "--center-crop",
+        help="With --resize: fill the target size and crop the centre. Alone: crop to a multiple of the downsampling factor instead of padding.",
+    ),
+]

@@ -1,0 +1,50 @@
+"""Reconstruction quality: PSNR and SSIM on images in [0, 1]; LPIPS lives in vaecli.lpips.
+
+SSIM follows Wang et al. 2004 as scikit-image computes it with `gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=1`: an 11x11 Gaussian window, statistics per channel,
+averaged over the window positions that lie fully inside the image, then over channels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+SSIM_SIGMA = 1.5
+SSIM_WIN = 11  # 2 * int(3.5 * sigma + 0.5) + 1: scikit-image's window for sigma 1.5 (truncate 3.5)
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) pairs in [0, 1] -> (B,) PSNR in dB (inf for identical images), computed in float64."""
+    mse = (x.double() - y.double()).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(1.0 / mse)
+
+
+def _gaussian_window(device) -> torch.Tensor:
+    r = torch.arange(SSIM_WIN, dtype=torch.float64, device=device) - SSIM_WIN // 2
+    g = torch.exp(-(r**2) / (2 * SSIM_SIGMA**2))
+    g = g / g.sum()
+    return torch.outer(g, g)  # (11, 11), sums to 1
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) pairs in [0, 1] -> (B,) mean SSIM; NaN for images smaller than the 11x11 window."""
+    b, c, h, w = x.shape
+    if h < SSIM_WIN or w < SSIM_WIN:
+        return torch.full((b,), math.nan, dtype=torch.float64)
+    x, y = x.double(), y.double()
+    win = _gaussian_window(x.device).expand(c, 1, SSIM_WIN, SSIM_WIN)  # depthwise: one window per channel
+
+    def blur(t: torch.Tensor) -> torch.Tensor:  # "valid" positions only: (B, C, H-10, W-10)
+        return F.conv2d(t, win, groups=c)
+
+    mx, my = blur(x), blur(y)
+    vx = blur(x * x) - mx * mx
+    vy = blur(y * y) - my * my
+    cxy = blur(x * y) - mx * my
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return s.mean(dim=(2, 3)).mean(dim=1)  # per channel, then over channels
