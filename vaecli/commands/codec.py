@@ -271,7 +271,6 @@ def decode(
 # ---------------------------------------------------------------------------------------------------
 
 METRIC_COLUMNS = ("psnr", "ssim", "lpips")
-LPIPS_HINT = "LPIPS: weights not cached; run `vaecli fetch-weights vgg_lpips vgg16`"
 
 
 def _lpips(device, enabled: bool, err):
@@ -279,12 +278,12 @@ def _lpips(device, enabled: bool, err):
     if not enabled:
         return None
     try:
-        from ..lpips import load_lpips
+        from ..lpips import MISSING_HINT, load_lpips
     except ImportError:
         return None
     lp = load_lpips(device)
     if lp is None:
-        print(LPIPS_HINT, file=err)
+        print(MISSING_HINT, file=err)
         return None
     return lambda a, b: lp(a.to(device), b.to(device))
 
