@@ -126,10 +126,11 @@ def source_fingerprint(path: Path) -> dict:
 
 def write_latent(path: str | Path, latent: torch.Tensor, meta: LatentMeta, *, mean=None, logvar=None) -> None:
     """Write tensor `latent` (and `mean`/`logvar` with --save-dist) atomically."""
-    tensors = {"latent": latent.detach().contiguous().cpu()}
+    # clone: with --no-scale the latent *is* the mean, and safetensors refuses tensors sharing memory
+    tensors = {"latent": latent.detach().cpu().clone()}
     if mean is not None:
-        tensors["mean"] = mean.detach().contiguous().cpu()
-        tensors["logvar"] = logvar.detach().contiguous().cpu()
+        tensors["mean"] = mean.detach().cpu().clone()
+        tensors["logvar"] = logvar.detach().cpu().clone()
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta.to_strings())
 
