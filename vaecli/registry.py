@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
 from .config import VAEConfig, shipped_config
-from .errors import UnknownModelError, WeightsNotCachedError
+from .errors import UnknownModelError, VaecliError, WeightsNotCachedError
 
 DEFAULT_MODEL = "vaecli-default"  # embedded in the package: works offline, no download
 
@@ -22,8 +24,9 @@ class WeightFile:
     urls: tuple[str, ...]
     sha256: str | None = None  # None: not pinned; the first download records it beside the file
     sha256_confirmed: bool = False
-    md5: str | None = None
+    md5: str | None = None  # only the LPIPS file, whose published checksum is an md5
     size: int | None = None
+    size_confirmed: bool = False  # enforced either way: a wrong size almost always means an error page
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ def load_registry() -> dict[str, Entry]:
                 sha256_confirmed=bool(f.get("sha256_confirmed", False)),
                 md5=f.get("md5"),
                 size=f.get("size"),
+                size_confirmed=bool(f.get("size_confirmed", False)),
             )
             for f in e.get("files", [])
         )
@@ -103,8 +107,22 @@ def model_config(name: str) -> VAEConfig:
     return shipped_config(entry.config)
 
 
-def cached_file(name: str, wf: WeightFile) -> Path:
-    return cache_dir() / name / wf.filename
+def cached_file(name: str, wf: WeightFile, root: str | Path | None = None) -> Path:
+    """Where a model's file lives in the cache: <root>/<model name>/<file name>."""
+    return (Path(root).expanduser() if root is not None else cache_dir()) / name / wf.filename
+
+
+def custom_entry(name: str, url: str, sha256: str | None = None) -> Entry:
+    """A user-given URL handled like a registry entry; unpinned when `sha256` is None."""
+    if not name or "/" in name or name.startswith("."):
+        raise VaecliError(f"--name {name!r}: give a plain name for the cache folder")
+    if sha256 is not None and re.fullmatch(r"[0-9a-fA-F]{64}", sha256) is None:
+        raise VaecliError(f"--sha256 {sha256!r}: expected 64 hexadecimal digits")
+    filename = Path(urlsplit(url).path).name
+    if not filename:
+        raise VaecliError(f"--url {url}: the URL path names no file")
+    wf = WeightFile(filename=filename, urls=(url,), sha256=sha256.lower() if sha256 else None, sha256_confirmed=sha256 is not None)
+    return Entry(name=name, config=None, files=(wf,), layout="unknown", description=f"custom download from {url}")
 
 
 def weights_path(name: str) -> Path:
