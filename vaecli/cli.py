@@ -80,3 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Error: internal error: {type(e).__name__}: {e} (set VAECLI_DEBUG=1 for a traceback)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# Commands live in vaecli/commands/; each module's functions are registered here, one line each.
+from .commands import fetch  # noqa: E402
+app.command("fetch-weights")(fetch.fetch_weights)
