@@ -1,0 +1,201 @@
+"""Exact tiling: tiled encode/decode equal the whole-image pass; automatic tiling and the OOM fallback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vaecli.config import VAEConfig
+from vaecli.tiling import (
+    decode_auto,
+    encode_auto,
+    estimate_memory,
+    is_out_of_memory,
+    memory_budget,
+    should_tile,
+    tiled_decode,
+    tiled_encode,
+)
+from vaecli.vae import AutoencoderKL
+
+# Three levels (factor 4), GroupNorm everywhere, mid attention; the second one adds per-level
+# attention (as kl-f16/f32 have) and drops the quant convs (as SD3/FLUX do).
+CONFIGS = {
+    "quant": VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=4, embed_dim=4),
+    "level-attn": VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=4, attn_resolutions=(64,), resolution=128),
+}
+
+
+def _model(cfg: VAEConfig) -> AutoencoderKL:
+    """Random weights with non-trivial GroupNorm affines, so wrong statistics show up in the output."""
+    torch.manual_seed(0)
+    vae = AutoencoderKL(cfg).eval()
+    with torch.no_grad():
+        for m in vae.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                m.weight.normal_(1.0, 0.3)
+                m.bias.normal_(0.0, 0.3)
+    return vae
+
+
+@pytest.fixture(scope="module")
+def vae() -> AutoencoderKL:
+    return _model(CONFIGS["quant"])
+
+
+@pytest.fixture(scope="module")
+def vae_level_attn() -> AutoencoderKL:
+    return _model(CONFIGS["level-attn"])
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max())
+
+
+# (height, width, tile side in pixels): square multiples, non-multiples of the tile and of the
+# downsample factor, non-square, a tile bigger than the image.
+SIZES = [(64, 64, 32), (37, 53, 16), (40, 72, 24), (24, 24, 512)]
+
+
+@pytest.mark.parametrize("height,width,tile", SIZES)
+def test_tiled_encode_equals_untiled(vae, height, width, tile):
+    x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(height)) * 2 - 1
+    with torch.inference_mode():
+        want = vae.encode(x)
+        got = tiled_encode(vae, x, tile)
+    assert got.parameters.shape == want.parameters.shape
+    assert _rel_err(got.mean, want.mean) < 1e-5
+    assert _rel_err(got.logvar, want.logvar) < 1e-5
+
+
+@pytest.mark.parametrize("height,width,tile", SIZES)
+def test_tiled_decode_equals_untiled(vae, height, width, tile):
+    z = torch.randn(1, vae.latent_channels, height // 4, width // 4, generator=torch.Generator().manual_seed(width))
+    with torch.inference_mode():
+        want = vae.decode(z)
+        got = tiled_decode(vae, z, tile)
+    assert got.shape == want.shape
+    assert _rel_err(got, want) < 1e-5
+
+
+def test_per_level_attention_and_batches(vae_level_attn):
+    """Per-level attention runs whole; GroupNorm statistics stay per sample in a batch."""
+    x = torch.rand(2, 3, 36, 44, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    x[1] *= 0.2  # a different scale per sample: shared statistics would be wrong for both
+    with torch.inference_mode():
+        want_post = vae_level_attn.encode(x)
+        got_post = tiled_encode(vae_level_attn, x, 16)
+        z = want_post.mean
+        want, got = vae_level_attn.decode(z), tiled_decode(vae_level_attn, z, 16)
+    assert _rel_err(got_post.parameters, want_post.parameters) < 1e-5
+    assert _rel_err(got, want) < 1e-5
+
+
+def test_naive_per_tile_decode_is_not_exact():
+    """The check above can fail: decoding latent tiles separately (per-tile GroupNorm) is far off."""
+    vae = _model(CONFIGS["quant"])
+    z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        want = vae.decode(z)
+        naive = torch.cat([torch.cat([vae.decode(z[..., r : r + 8, c : c + 8]) for c in (0, 8)], -1) for r in (0, 8)], -2)
+        exact = tiled_decode(vae, z, 32)
+    assert _rel_err(naive, want) > 1e-2
+    assert _rel_err(exact, want) < 1e-5
+
+
+def test_bf16_tiled_within_bf16_noise():
+    """In bf16 the tiled pass is no further from the fp32 result than the untiled bf16 pass, give or take."""
+    vae = _model(CONFIGS["quant"])
+    z = torch.randn(1, 4, 18, 14, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        ref = vae.decode(z)
+        half = AutoencoderKL(vae.config).eval()
+        half.load_state_dict(vae.state_dict())
+        half = half.to(torch.bfloat16)
+        untiled = half.decode(z.bfloat16())
+        tiled = tiled_decode(half, z.bfloat16(), 24)
+    assert tiled.dtype == torch.bfloat16
+    assert _rel_err(tiled, ref) < 2 * _rel_err(untiled, ref) + 1e-2
+
+
+class _CallCounter:
+    """Counts whole-module forward calls: the untiled pass calls decoder/encoder forward, the tiled one never does."""
+
+    def __init__(self, module: torch.nn.Module, raise_oom: bool = False, error: Exception | None = None):
+        self.calls = 0
+        self.error = error or (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB") if raise_oom else None)
+        self.handle = module.register_forward_pre_hook(self)
+
+    def __call__(self, module, args):
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+
+
+def test_auto_tiles_over_a_tiny_budget():
+    vae = _model(CONFIGS["quant"])
+    x = torch.rand(1, 3, 40, 56) * 2 - 1
+    z = torch.randn(1, 4, 10, 14)
+    with torch.inference_mode():
+        want_post, want_px = vae.encode(x), vae.decode(z)
+        enc, dec = _CallCounter(vae.encoder), _CallCounter(vae.decoder)
+        post = encode_auto(vae, x, max_memory=1, tile_size=16)
+        px = decode_auto(vae, z, max_memory=1, tile_size=16)
+        assert (enc.calls, dec.calls) == (0, 0)  # the tiled path ran
+        decode_auto(vae, z, max_memory=1 << 40)
+        assert dec.calls == 1  # a large budget runs the ordinary pass
+    assert _rel_err(post.parameters, want_post.parameters) < 1e-5
+    assert _rel_err(px, want_px) < 1e-5
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB"),
+                                   RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 34359738368 bytes")])
+def test_out_of_memory_retries_tiled(error):
+    vae = _model(CONFIGS["quant"])
+    z = torch.randn(1, 4, 12, 10)
+    x = torch.rand(1, 3, 44, 36) * 2 - 1
+    with torch.inference_mode():
+        want_px, want_post = vae.decode(z), vae.encode(x)
+        dec = _CallCounter(vae.decoder, error=error)
+        enc = _CallCounter(vae.encoder, error=error)
+        px = decode_auto(vae, z, max_memory=1 << 40, tile_size=16)
+        post = encode_auto(vae, x, max_memory=1 << 40, tile_size=16)
+    assert (dec.calls, enc.calls) == (1, 1)  # tried untiled once, then tiled
+    assert _rel_err(px, want_px) < 1e-5
+    assert _rel_err(post.parameters, want_post.parameters) < 1e-5
+
+
+def test_other_errors_are_not_swallowed():
+    vae = _model(CONFIGS["quant"])
+    _CallCounter(vae.decoder, error=RuntimeError("expected 4 channels"))
+    with pytest.raises(RuntimeError, match="expected 4 channels"):
+        decode_auto(vae, torch.randn(1, 4, 8, 8), max_memory=1 << 40)
+
+
+def test_is_out_of_memory():
+    assert is_out_of_memory(torch.OutOfMemoryError("x"))
+    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not is_out_of_memory(ValueError("out of memory"))
+
+
+def test_estimates_scale_with_pixels_and_tiles_bound_them():
+    vae = _model(CONFIGS["quant"])
+    small = estimate_memory(vae, (1, 4, 64, 64), torch.float32, "decode")
+    big = estimate_memory(vae, (1, 4, 256, 256), torch.float32, "decode")
+    weights = sum(p.numel() for p in vae.parameters()) * 4
+    assert 14 < (big - weights) / (small - weights) <= 16  # activations grow with the pixel count
+    tiled_small = estimate_memory(vae, (1, 4, 64, 64), torch.float32, "decode", tile_size=128)
+    tiled_big = estimate_memory(vae, (1, 4, 256, 256), torch.float32, "decode", tile_size=128)
+    assert tiled_big < big / 4 and tiled_small < small
+    # bf16 halves the activations; batch multiplies them
+    assert estimate_memory(vae, (1, 4, 256, 256), torch.bfloat16, "decode") < big
+    assert estimate_memory(vae, (2, 3, 512, 512), torch.float32, "encode") > estimate_memory(vae, (1, 3, 512, 512), torch.float32, "encode")
+    assert should_tile(vae, (1, 4, 256, 256), torch.float32, "decode", max_memory=small)
+    assert not should_tile(vae, (1, 4, 64, 64), torch.float32, "decode", max_memory=big)
+
+
+def test_cpu_budget_is_part_of_available_memory():
+    budget = memory_budget(torch.device("cpu"))
+    total = next(int(l.split()[1]) * 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
+    assert 0 < budget < total
