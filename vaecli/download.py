@@ -223,19 +223,21 @@ def _check_space(folder: Path, needed: int, url: str) -> None:
         raise DownloadError(f"{_display_url(url)}: not enough disk space in {folder}: need {needed} bytes, {free} free")
 
 
-def _attempt(
-    session: requests.Session,
-    url: str,
-    partial: Path,
-    wf: WeightFile,
-    headers: dict[str, str],
-    policy: RetryPolicy,
-    chunk_size: int,
-    bar,
-    label: str,
-    gated: bool,
-) -> tuple[str, str | None]:
-    """One GET into `partial`, resuming from its current size; returns (sha256, md5) of the whole file."""
+@dataclass(frozen=True)
+class _Job:
+    """What one file's download needs besides the URL."""
+
+    wf: WeightFile
+    partial: Path  # `<name>.partial` beside the destination, private to the lock holder
+    policy: RetryPolicy
+    chunk_size: int
+    label: str  # the model name, for messages
+    gated: bool
+
+
+def _attempt(job: _Job, session: requests.Session, url: str, headers: dict[str, str], bar) -> tuple[str, str | None]:
+    """One GET into the partial file, resuming from its size; returns (sha256, md5) of the whole file."""
+    wf, partial, policy = job.wf, job.partial, job.policy
     offset = partial.stat().st_size if partial.exists() else 0
     if wf.size is not None and offset >= wf.size:  # complete but unverified, or garbage: start over
         partial.unlink()
@@ -250,7 +252,7 @@ def _attempt(
                 partial.unlink(missing_ok=True)
                 raise _Transient(f"{shown}: HTTP 416 for a resume; starting over")
             if r.status_code not in (200, 206):
-                raise _status_error(r, url, label, gated, "Authorization" in req_headers)
+                raise _status_error(r, url, job.label, job.gated, "Authorization" in req_headers)
             if r.status_code == 206:
                 content_range = r.headers.get("Content-Range", "")
                 if not content_range.startswith(f"bytes {offset}-"):
@@ -280,7 +282,7 @@ def _attempt(
                 bar.update(bar.task_ids[0], total=total, completed=offset)
             received = 0
             with open(partial, "ab" if offset else "wb") as f:
-                for chunk in r.iter_content(chunk_size):
+                for chunk in r.iter_content(job.chunk_size):
                     if offset + received == 0 and _looks_like_html(chunk):
                         raise DownloadError(f"{shown}: served an HTML page, not a weights file")
                     f.write(chunk)
@@ -296,38 +298,41 @@ def _attempt(
                 os.fsync(f.fileno())
             if body_len is not None and received < body_len:
                 raise _Transient(f"{shown}: connection closed after {offset + received} of {total} bytes")
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-        raise _Transient(f"{shown}: {type(e).__name__}") from e
+    except requests.Timeout as e:
+        raise _Transient(f"{shown}: timed out ({type(e).__name__})") from e
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+        raise _Transient(f"{shown}: connection failed or dropped ({type(e).__name__})") from e
     return sha.hexdigest(), md5.hexdigest() if md5 is not None else None
 
 
-def _with_retries(session, url, partial, wf, headers, policy, chunk_size, bar, label, gated) -> tuple[str, str | None]:
+def _with_retries(job: _Job, session: requests.Session, url: str, headers: dict[str, str], bar) -> tuple[str, str | None]:
     """`_attempt` until it succeeds, backing off exponentially on transient failures.
 
     A bad file (DownloadError) deletes the partial at once; exhausted retries keep it for resume.
     """
-    for attempt in range(policy.retries + 1):
+    for attempt in range(job.policy.retries + 1):
         try:
-            return _attempt(session, url, partial, wf, headers, policy, chunk_size, bar, label, gated)
+            return _attempt(job, session, url, headers, bar)
         except _Transient as e:
-            if attempt == policy.retries:
+            if attempt == job.policy.retries:
                 raise DownloadError(f"{e} (gave up after {attempt + 1} attempts; rerun to resume)") from None
-            time.sleep(policy.base_delay * 2**attempt)
+            time.sleep(job.policy.base_delay * 2**attempt)
         except DownloadError:
-            partial.unlink(missing_ok=True)
+            job.partial.unlink(missing_ok=True)
             raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _download(wf, urls, dest, partial, headers_for, policy, chunk_size, show_progress, label, gated) -> str:
-    """Download into `partial` (URLs in order), check size and hash, rename it onto `dest`."""
+def _download(job: _Job, urls: tuple[str, ...], dest: Path, headers_for, show_progress: bool) -> str:
+    """Download into the partial file (URLs in order), check size and hash, rename it onto `dest`."""
+    wf, partial, label = job.wf, job.partial, job.label
     errors: list[str] = []
     for url in urls:
         try:
             with requests.Session() as session, _progress(show_progress, label) as bar:
                 if bar is not None:
                     bar.add_task(label, total=wf.size)
-                sha, md5 = _with_retries(session, url, partial, wf, headers_for(url), policy, chunk_size, bar, label, gated)
+                sha, md5 = _with_retries(job, session, url, headers_for(url), bar)
         except DownloadError as e:
             errors.append(str(e))
             continue
@@ -376,7 +381,7 @@ def fetch_file(
     policy = policy or RetryPolicy()
 
     def headers_for(url: str) -> dict[str, str]:
-        headers = {"User-Agent": f"vaecli/{__version__}"}
+        headers = {"User-Agent": f"vaecli/{__version__}", "Accept-Encoding": "identity"}  # byte ranges of the file itself
         if token and url_host(url) in hosts:
             headers["Authorization"] = f"Bearer {token}"
         return headers
@@ -397,7 +402,8 @@ def fetch_file(
             if force:
                 partial.unlink(missing_ok=True)
             show = not quiet and sys.stderr.isatty()
-            sha = _download(wf, urls, dest, partial, headers_for, policy, chunk_size, show, label, gated)
+            job = _Job(wf, partial, policy, chunk_size, label, gated)
+            sha = _download(job, urls, dest, headers_for, show)
             return FetchResult(dest, "downloaded", sha)
     except DownloadError as e:
         raise type(e)(redact(str(e), token)) from None
