@@ -139,6 +139,14 @@ def test_a_bad_file_fails_and_leaves_nothing(server, payload, tmp_path, route_kw
     assert leftovers(dest.parent) == []
 
 
+def test_not_enough_disk_space_fails_before_the_body(server, payload, tmp_path, monkeypatch):
+    server.routes["/w.safetensors"] = Route(body=payload)
+    monkeypatch.setattr(download, "DISK_MARGIN", shutil.disk_usage(tmp_path).free)  # the real free space, all reserved
+    with pytest.raises(DownloadError, match="not enough disk space"):
+        fetch_file(wf_for(server.url("/w.safetensors"), payload), tmp_path / "w.safetensors", policy=FAST)
+    assert leftovers(tmp_path) == []
+
+
 # --- resume, restart, retry ---------------------------------------------------------------------
 
 
