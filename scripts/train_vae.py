@@ -70,6 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--l1-weight", type=float, default=1.0)
     p.add_argument("--mse-weight", type=float, default=1.0)
     p.add_argument("--kl-weight", type=float, default=1e-6)
+    p.add_argument("--init-logvar", type=float, default=-8.0, help="initial posterior logvar (encoder bias)")
     p.add_argument("--gan", action="store_true", help="add the PatchGAN (ActNorm) adversarial loss")
     p.add_argument("--disc-start", type=int, default=0, help="step at which the GAN loss starts")
     p.add_argument("--disc-weight", type=float, default=0.5)
@@ -206,6 +207,19 @@ def build_config(geometry: dict) -> VAEConfig:
     )
 
 
+@torch.no_grad()
+def init_posterior_logvar(model: AutoencoderKL, logvar: float) -> None:
+    """Start the posterior nearly deterministic: bias the encoder's logvar channels to `logvar`.
+
+    At the default init the logvar is ~0, so posterior samples are unit-variance noise that swamps
+    the small initial means and the decoder learns nothing until the encoder has pushed the variance
+    down; with a KL weight of 1e-6 trained LDM autoencoders end with tiny variances anyway. Starting
+    there saves much of a short CPU run.
+    """
+    conv = model.encoder.conv_out
+    conv.bias[conv.out_channels // 2 :] = logvar  # moments are (mean, logvar) along channels
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -246,6 +260,8 @@ def train(args) -> int:
     config = build_config(geometry)
 
     model = AutoencoderKL(config).to(device).train()
+    if resumed is None:
+        init_posterior_logvar(model, args.init_logvar)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
     disc = NLayerDiscriminator(input_nc=3, ndf=32, n_layers=3, use_actnorm=True).to(device).train() if args.gan else None
     disc_opt = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9)) if disc is not None else None
