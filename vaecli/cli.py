@@ -85,3 +85,10 @@ def main(argv: list[str] | None = None) -> None:
 # Commands live in vaecli/commands/; each module's functions are registered here, one line each.
 from .commands import fetch  # noqa: E402
 app.command("fetch-weights")(fetch.fetch_weights)
+from .commands import codec  # noqa: E402
+app.command("encode")(codec.encode)
+app.command("decode")(codec.decode)
+app.command("roundtrip")(codec.roundtrip)
+from .commands import inspect  # noqa: E402
+app.command("models")(inspect.models)
+app.command("info")(inspect.info)
