@@ -172,12 +172,7 @@ def encode(
 ) -> int:
     """Encode images and videos into latent files (.safetensors with tensor `latent`).
 
-    a/b.png -> OUT/b.safetensors ([C,h,w]); a video -> [T,C,h,w] with its fps. Folder inputs keep their
-    relative paths under OUT; without -o each latent goes beside its input. Sizes that are not a
-    multiple of the model's downsampling factor are padded (reflect) and the original size recorded,
-    so decode returns the input's exact size. Existing up-to-date outputs are skipped (a changed
-    source is redone); every file is written atomically, so a rerun after Ctrl-C or a crash completes
-    exactly what is missing. Animated GIFs are videos; single-frame GIFs images.
+    a/b.png -> OUT/b.safetensors ([C,h,w]); a video -> [T,C,h,w] with its fps. Folder inputs keep their relative paths under OUT; without -o each latent goes beside its input. Sizes that are not a multiple of the model's downsampling factor are padded (reflect) and the original size recorded, so decode returns the input's exact size. Existing up-to-date outputs are skipped (a changed source is redone); every file is written atomically, so a rerun after Ctrl-C or a crash completes exactly what is missing. Animated GIFs are videos; single-frame GIFs images.
 
     Examples: vaecli encode photos/ -o latents/ ; vaecli encode clip.mp4 --model sdxl-vae -o out/
 
@@ -235,10 +230,7 @@ def decode(
 ) -> int:
     """Decode latent files back into images (PNG by default) and videos.
 
-    A latent written by `vaecli encode` needs no flags: model, scaling and original size come from its
-    metadata, and the image is cropped back to the encoded image's size. Foreign latents (.npy, a .pt
-    holding one tensor, other .safetensors) need --model or --config/--weights, and --scaled/--unscaled.
-    Without -o each image goes beside its latent as <name>.decoded.png; with -o as OUT/<name>.png.
+    A latent written by `vaecli encode` needs no flags: model, scaling and original size come from its metadata, and the image is cropped back to the encoded image's size. Foreign latents (.npy, a .pt holding one tensor, other .safetensors) need --model or --config/--weights, and --scaled/--unscaled. Without -o each image goes beside its latent as <name>.decoded.png; with -o as OUT/<name>.png.
 
     Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """
@@ -354,9 +346,7 @@ def roundtrip(
 ) -> int:
     """Encode and decode each input and measure reconstruction quality: PSNR, SSIM (and LPIPS when cached).
 
-    Prints a table of per-file metrics and their means (or --json / --report FILE.csv|.json). Metrics
-    compare the image fed to the model (after --resize/--center-crop) with its reconstruction, both
-    in [0, 1]; videos report the mean over frames.
+    Prints a table of per-file metrics and their means (or --json / --report FILE.csv|.json). Metrics compare the image fed to the model (after --resize/--center-crop) with its reconstruction, both in [0, 1]; videos report the mean over frames.
 
     Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """

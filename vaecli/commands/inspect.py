@@ -46,8 +46,7 @@ def _model_rows() -> list[dict]:
 def models(json_: Json = False) -> int:
     """List known models: whether their weights are cached, and their latent geometry.
 
-    `channels` x (H/`factor`, W/`factor`) is the latent of an HxW image. Fetch a model with
-    `vaecli fetch-weights NAME`.
+    `channels` x (H/`factor`, W/`factor`) is the latent of an HxW image. Fetch a model with `vaecli fetch-weights NAME`.
     """
     rows = _model_rows()
     if json_:
