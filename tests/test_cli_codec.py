@@ -296,3 +296,11 @@ def test_models_and_info(tmp_path, capsys, cli_weights):
     assert code == 0 and f["kind"] == "weights" and f["metadata"]["vaecli_config"]["name"] == "tiny-f8"
     code, out, err = run_main(capsys, "info", tmp_path / "missing.safetensors")
     assert code == 1 and "missing.safetensors" in err
+
+
+def test_help_does_not_import_torch():
+    for args in (["--help"], ["encode", "--help"], ["decode", "--help"]):
+        p = subprocess.run([sys.executable, "-X", "importtime", "-m", "vaecli", *args], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and "Usage" in p.stdout
+        imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines()}
+        assert "torch" not in imported, args

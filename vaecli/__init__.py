@@ -9,12 +9,25 @@
 
 __version__ = "0.1.0"
 
-from .config import VAEConfig, load_config
-from .device import pick_device, resolve_dtype
-from .errors import VaecliError
-from .loading import load_vae
-from .nn.distributions import DiagonalGaussianDistribution
-from .vae import AutoencoderKL
+# Imported on first use (PEP 562), so `vaecli --help` answers without loading torch.
+_LAZY = {
+    "VAEConfig": ".config",
+    "load_config": ".config",
+    "pick_device": ".device",
+    "resolve_dtype": ".device",
+    "VaecliError": ".errors",
+    "load_vae": ".loading",
+    "DiagonalGaussianDistribution": ".nn.distributions",
+    "AutoencoderKL": ".vae",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'vaecli' has no attribute {name!r}")
 
 __all__ = [
     "AutoencoderKL",
