@@ -43,10 +43,11 @@ class AttnBlock(nn.Module):
         h_ = self.norm(h_)
         q, k, v = self.q(h_), self.k(h_), self.v(h_)
         b, c, h, w = q.shape
-        # (B, C, H, W) -> (B, 1, HW, C): one head whose features are the channels
-        q, k, v = (t.reshape(b, 1, c, h * w).transpose(2, 3) for t in (q, k, v))
+        # (B, C, H, W) -> (B, 1, HW, C): one head whose features are the channels; a view, no
+        # copy, when the input is channels_last (as on CPU), else the one copy SDPA needs anyway
+        q, k, v = (t.permute(0, 2, 3, 1).reshape(b, 1, h * w, c) for t in (q, k, v))
         out = self._attend(q, k, v)  # (B, 1, HW, C)
-        return out.transpose(2, 3).reshape(b, c, h, w)  # (B, C, H, W)
+        return out.reshape(b, h, w, c).permute(0, 3, 1, 2)  # (B, C, H, W), channels_last strides
 
     def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         return x + self.proj_out(self.attention(x))

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import make_attn
-from .normalization import Normalize, nonlinearity
+from .normalization import Normalize, inference_inplace, nonlinearity
 
 __all__ = [
     "Decoder",
@@ -42,8 +42,31 @@ def get_timestep_embedding(timesteps: torch.Tensor, embedding_dim: int) -> torch
     return emb
 
 
+_PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row, col) parity of an output pixel after a x2 upsample
+
+
+def _fold_taps(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """3 taps over a nearest-x2-upsampled axis -> 2 taps over the original axis, for even and odd outputs.
+
+    An even output 2i sees upsampled inputs 2i-1, 2i, 2i+1 = original i-1, i, i; an odd one sees i, i, i+1.
+    """
+    w0, w1, w2 = w.unbind(dim)
+    return torch.stack([w0, w1 + w2], dim), torch.stack([w0 + w1, w2], dim)
+
+
+def subpixel_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 conv after nearest x2 as four 2x2 convs on the original grid: (Co, Ci, 3, 3) -> (4*Co, Ci, 2, 2), in _PHASES order."""
+    return torch.cat([k for rows in _fold_taps(weight, 2) for k in _fold_taps(rows, 3)], 0)
+
+
 class Upsample(nn.Module):
-    """Nearest-neighbour x2, then a 3x3 conv."""
+    """Nearest-neighbour x2, then a 3x3 conv.
+
+    On CPU the pair runs as one 2x2 conv on the low-resolution input with four output phases, then an
+    interleave (sub-pixel form): 16 instead of 36 multiply-adds per output pixel and no 4x upsampled
+    copy; about 1.35x faster for the SD decoder's upsample convs (docs/benchmarks.md), same result
+    up to float rounding. Elsewhere (cuDNN, unmeasured here) the plain form runs.
+    """
 
     def __init__(self, in_channels: int, with_conv: bool):
         super().__init__()
@@ -52,8 +75,21 @@ class Upsample(nn.Module):
             self.conv = nn.Conv2d(in_channels, in_channels, kernel_size=3, stride=1, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.with_conv and x.device.type == "cpu":
+            return self._subpixel(x)
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         return self.conv(x) if self.with_conv else x
+
+    def _subpixel(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        co = self.conv.out_channels
+        bias = None if self.conv.bias is None else self.conv.bias.repeat(4)
+        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), subpixel_kernels(self.conv.weight), bias)  # (B, 4*Co, h+1, w+1)
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        out = x.new_empty((b, co, 2 * h, 2 * w)).contiguous(memory_format=layout)
+        for p, (a, c) in enumerate(_PHASES):  # phase (a, c) of output pixel (2i+a, 2j+c) sits at y[..., i+a, j+c]
+            out[:, :, a::2, c::2] = y[:, p * co : (p + 1) * co, a : a + h, c : c + w]
+        return out
 
 
 class Downsample(nn.Module):
@@ -103,13 +139,14 @@ class ResnetBlock(nn.Module):
                 self.nin_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1, padding=0)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        h = self.conv1(nonlinearity(self.norm1(x)))
+        inplace = inference_inplace()  # the norm and conv outputs are fresh tensors: safe to reuse
+        h = self.conv1(nonlinearity(self.norm1(x), inplace))
         if temb is not None:
             h = h + self.temb_proj(nonlinearity(temb))[:, :, None, None]  # (B, C) -> (B, C, 1, 1)
-        h = self.conv2(self.dropout(nonlinearity(self.norm2(h))))
+        h = self.conv2(self.dropout(nonlinearity(self.norm2(h), inplace)))
         if self.in_channels != self.out_channels:
             x = self.conv_shortcut(x) if self.use_conv_shortcut else self.nin_shortcut(x)
-        return x + h
+        return h.add_(x) if inplace else x + h  # same sum either way: IEEE addition commutes
 
 
 def _down_path(
@@ -224,7 +261,7 @@ class Encoder(nn.Module):
         h = self.mid.block_1(h, temb)
         h = self.mid.attn_1(h)
         h = self.mid.block_2(h, temb)
-        return self.conv_out(nonlinearity(self.norm_out(h)))
+        return self.conv_out(nonlinearity(self.norm_out(h), inference_inplace()))
 
 
 class Decoder(nn.Module):
@@ -330,7 +367,7 @@ class Decoder(nn.Module):
                 h = up.upsample(h)
         if self.give_pre_end:
             return h
-        h = self.conv_out(nonlinearity(self.norm_out(h)), **kwargs)
+        h = self.conv_out(nonlinearity(self.norm_out(h), inference_inplace()), **kwargs)
         return torch.tanh(h) if self.tanh_out else h
 
 

@@ -11,6 +11,15 @@ def Normalize(in_channels: int, num_groups: int = 32) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=num_groups, num_channels=in_channels, eps=1e-6, affine=True)
 
 
-def nonlinearity(x: torch.Tensor) -> torch.Tensor:
-    """Swish / SiLU."""
-    return torch.nn.functional.silu(x)
+def nonlinearity(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """Swish / SiLU; `inplace` overwrites x (only where autograd does not need it: see `inference_inplace`)."""
+    return torch.nn.functional.silu(x, inplace=inplace)
+
+
+def inference_inplace() -> bool:
+    """True when no graph is being recorded, so activations may be overwritten in place.
+
+    Why: on CPU every fresh full-size tensor costs page faults; reusing the GroupNorm output for
+    Swish and the conv output for the residual sum saves that, with bit-identical results.
+    """
+    return not torch.is_grad_enabled()
