@@ -12,6 +12,7 @@ from vaecli.tiling import (
     estimate_memory,
     is_out_of_memory,
     memory_budget,
+    set_max_memory,
     should_tile,
     tiled_decode,
     tiled_encode,
@@ -199,3 +200,44 @@ def test_cpu_budget_is_part_of_available_memory():
     budget = memory_budget(torch.device("cpu"))
     total = next(int(l.split()[1]) * 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
     assert 0 < budget < total
+
+
+@pytest.fixture
+def restore_budget():
+    yield
+    set_max_memory(None)
+
+
+def test_cli_max_memory_tiles_and_matches(tmp_path, capsys, tiny_weights, restore_budget, monkeypatch):
+    """`vaecli encode/decode --max-memory 1KiB` runs the tiled path and writes the same latents and pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from vaecli import tiling
+    from vaecli.cli import main
+    from vaecli.io.images import read_image
+    from vaecli.io.latents import read_latent
+
+    calls = []
+    for name in ("tiled_encode", "tiled_decode"):  # spies: count, then call the real function
+        real = getattr(tiling, name)
+        monkeypatch.setattr(tiling, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    img = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (46, 70, 3), dtype=np.uint8)).save(img)
+
+    def run(*args):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in args])
+        capsys.readouterr()
+        return e.value.code
+
+    for budget, out in ((None, "plain"), ("1KiB", "tiled")):
+        extra = [] if budget is None else ["--max-memory", budget]
+        assert run("encode", img, "-o", tmp_path / out, "--weights", tiny_weights, "--quiet", *extra) == 0
+        assert run("decode", tmp_path / out / "in.safetensors", "-o", tmp_path / out, "--quiet", *extra) == 0
+    assert calls == ["tiled_encode", "tiled_decode"]
+    plain, tiled = (read_latent(tmp_path / d / "in.safetensors").tensor for d in ("plain", "tiled"))
+    assert _rel_err(tiled, plain) < 1e-5
+    plain_px, tiled_px = (read_image(tmp_path / d / "in.png") for d in ("plain", "tiled"))
+    assert (plain_px - tiled_px).abs().max() <= 1 / 255 + 1e-6  # 8-bit PNGs: at most one rounding step apart
+    assert run("encode", img, "-o", tmp_path / "bad", "--weights", tiny_weights, "--max-memory", "lots") == 2

@@ -6,7 +6,8 @@ thread pool ahead of the model; group them by size into batches; write outputs f
 each atomically; record a per-file result instead of stopping at the first bad file.
 
 All model calls go through `encode_pixels` and `decode_latents`: the one place for no-grad, dtype
-handling and the fp16 safety net (and later tiling).
+handling, the fp16 safety net and automatic tiling (vaecli.tiling: over the memory budget, or after
+an out-of-memory error, the batch runs tiled).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .io.latents import LATENT_SUFFIXES, LatentMeta, check_channels, is_fresh, r
 from .io.video import FFMPEG_SUFFIXES, is_video, open_video, write_video
 from .metrics import psnr, ssim
 from .nn.distributions import DiagonalGaussianDistribution
+from .tiling import decode_auto, encode_auto
 from .vae import AutoencoderKL
 
 MEDIA_SUFFIXES = IMAGE_SUFFIXES + FFMPEG_SUFFIXES
@@ -69,7 +71,7 @@ def encode_pixels(vae: AutoencoderKL, x: torch.Tensor) -> DiagonalGaussianDistri
     """(B, 3, H, W) pixels in [-1, 1] -> posterior over raw latents, in float32 on the model's device."""
     device, dtype = _model_place(vae)
     with torch.inference_mode():
-        moments = vae.encode(x.to(device, dtype)).parameters  # (B, 2C, h, w)
+        moments = encode_auto(vae, x.to(device, dtype)).parameters  # (B, 2C, h, w); tiled when over budget or out of memory
         if _fp16_overflowed(dtype, moments, "encode"):
             moments = _fp32_twin(vae).encode(x.to(device, torch.float32)).parameters
         return DiagonalGaussianDistribution(moments.float())
@@ -79,7 +81,7 @@ def decode_latents(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
     """Raw latents (B, C, h, w) -> pixels (B, 3, h*f, w*f), nominally in [-1, 1], float32."""
     device, dtype = _model_place(vae)
     with torch.inference_mode():
-        out = vae.decode(z.to(device, dtype))
+        out = decode_auto(vae, z.to(device, dtype))  # tiled when over budget or out of memory
         if _fp16_overflowed(dtype, out, "decode"):
             out = _fp32_twin(vae).decode(z.to(device, torch.float32))
         return out.float()
@@ -222,6 +224,21 @@ def _batched_by_key(loaded: Iterable[tuple[object, object]], batch_size: int, ma
     yield from groups.values()
 
 
+STALE_TEMPORARY_S = 3600  # no write takes an hour: an older temporary was left by a killed run
+
+
+def sweep_stale_temporaries(folders: Iterable[Path]) -> None:
+    """Remove temporaries that a kill -9 left in output folders; fresh ones may belong to a live run."""
+    cutoff = time.time() - STALE_TEMPORARY_S
+    for folder in folders:
+        for tmp in folder.glob(f"{TMP_PREFIX}*"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+            except OSError:  # gone already, or not ours to remove
+                pass
+
+
 class Run:
     """Results in input order, a writer thread, and a callback per finished input (progress, logs)."""
 
@@ -265,6 +282,7 @@ class Run:
         while self.writes:
             self._drain(block=True)
         self.writer.shutdown(wait=True)
+        sweep_stale_temporaries({j.output.parent for j in self.jobs if j.output is not None})
         return [j.result for j in self.jobs]
 
     def summary(self, results: list[dict]) -> dict:
@@ -318,7 +336,7 @@ def prepare_frame(x: torch.Tensor, opts: EncodeOptions, factor: int) -> tuple[to
         raise InputError(str(e)) from None
     h, w = x.shape[-2:]
     x, pad = pad_to_multiple(x, factor)
-    return x, h, w, "; ".join(s for s in (how, pad) if s)
+    return x, h, w, "; ".join(s for s in (how, pad) if s) or "none"
 
 
 def _prepare_image(job: Job, opts: EncodeOptions, factor: int, fingerprint: bool) -> Prepared:

@@ -329,10 +329,24 @@ def memory_budget(device: torch.device) -> int:
     return 1 << 62  # unknown: never tile pre-emptively; an out-of-memory error still falls back
 
 
+_max_memory: int | None = None  # process-wide budget set by `set_max_memory` (the CLI's --max-memory)
+
+
+def set_max_memory(max_memory: int | None) -> None:
+    """Budget in bytes for every later encode/decode that is given none; None: from free memory."""
+    global _max_memory
+    if max_memory is not None and max_memory <= 0:
+        raise ValueError(f"max_memory must be positive, not {max_memory}")
+    _max_memory = max_memory
+
+
 def should_tile(vae: AutoencoderKL, shape, dtype: torch.dtype, mode: str, max_memory: int | None = None) -> bool:
-    """True when the untiled pass is estimated to exceed `max_memory` (default: `memory_budget`)."""
+    """True when the untiled pass is estimated to exceed `max_memory`.
+
+    Default budget: the one given to `set_max_memory`, else `memory_budget` of the model's device.
+    """
     if max_memory is None:
-        max_memory = memory_budget(next(vae.parameters()).device)
+        max_memory = _max_memory if _max_memory is not None else memory_budget(next(vae.parameters()).device)
     return estimate_memory(vae, shape, dtype, mode) > max_memory
 
 

@@ -30,6 +30,7 @@ from .options import (
     DtypeOpt,
     ImageFormat,
     Json,
+    MaxMemory,
     Model,
     Output,
     Overwrite,
@@ -135,6 +136,12 @@ def _load(model, config, weights, device, dtype, allow_pickle):
     return load_vae(model, config=config, weights=weights, device=device, dtype=dtype.value, allow_pickle=allow_pickle)
 
 
+def _set_max_memory(max_memory: int | None) -> None:
+    from ..tiling import set_max_memory
+
+    set_max_memory(max_memory)
+
+
 def _size_spec(resize: str | None, center_crop: bool):
     from ..io.images import SizeSpec
 
@@ -158,6 +165,7 @@ def encode(
     device: Device = "auto",
     dtype: DtypeOpt = Dtype.auto,
     batch_size: BatchSize = None,
+    max_memory: MaxMemory = None,
     no_scale: NoScale = False,
     save_dist: SaveDist = False,
     sample: Sample = False,
@@ -182,6 +190,7 @@ def encode(
 
     size = _size_spec(resize, center_crop)
     with plain_warnings():
+        _set_max_memory(max_memory)
         vae = _load(model, config, weights, device, dtype, allow_pickle)
         jobs = plan_jobs(inputs, MEDIA_SUFFIXES, output, lambda p: ".safetensors")
         opts = EncodeOptions(
@@ -215,6 +224,7 @@ def decode(
     device: Device = "auto",
     dtype: DtypeOpt = Dtype.auto,
     batch_size: BatchSize = None,
+    max_memory: MaxMemory = None,
     fmt: Annotated[ImageFormat, typer.Option("--format", "-f", help="Image format for decoded images.")] = ImageFormat.png,
     video_format: Annotated[
         Optional[VideoFormat], typer.Option("--video-format", help="Video latents: mp4 or gif. Default: gif for a GIF source, else mp4.")
@@ -240,6 +250,7 @@ def decode(
     from ..pipeline import DecodeOptions, ModelSource, decode_files, plan_jobs
 
     with plain_warnings():
+        _set_max_memory(max_memory)
         given = _load(model, config, weights, device, dtype, allow_pickle) if (model or config or weights) else None
         from ..loading import load_vae
 
@@ -335,6 +346,7 @@ def roundtrip(
     device: Device = "auto",
     dtype: DtypeOpt = Dtype.auto,
     batch_size: BatchSize = None,
+    max_memory: MaxMemory = None,
     sample: Sample = False,
     seed: Seed = 0,
     resize: Resize = None,
@@ -358,6 +370,7 @@ def roundtrip(
         raise typer.BadParameter(f"{report}: use a .csv or .json file", param_hint="--report")
     size = _size_spec(resize, center_crop)
     with plain_warnings():
+        _set_max_memory(max_memory)
         vae = _load(model, config, weights, device, dtype, allow_pickle)
         jobs = plan_jobs(inputs, MEDIA_SUFFIXES, output, lambda p: ".png" if output is not None else None)
         eo = EncodeOptions(batch_size=batch_size, size=size, alpha=alpha.value, sample=sample, seed=seed)

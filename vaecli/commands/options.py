@@ -91,3 +91,31 @@ CenterCrop = Annotated[
         help="With --resize: fill the target size and crop the centre. Alone: crop to a multiple of the downsampling factor instead of padding.",
     ),
 ]
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib": 2**20, "mb": 10**6,
+               "g": 2**30, "gib": 2**30, "gb": 10**9, "t": 2**40, "tib": 2**40, "tb": 10**12}
+
+
+def parse_bytes(text: str) -> int:
+    """'4GiB', '512M', '1.5GB', '1000000' -> bytes (K/M/G alone are binary units, KB/MB/GB decimal)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _BYTE_UNITS or float(m.group(1)) <= 0:
+        raise typer.BadParameter(f"{text!r}: give a positive size such as 4GiB, 512MiB or 8G", param_hint="--max-memory")
+    return int(float(m.group(1)) * _BYTE_UNITS[unit])
+
+
+MaxMemory = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-memory",
+        metavar="SIZE",
+        parser=parse_bytes,
+        help="Memory the model may use (e.g. 4GiB). Batches estimated to need more run tiled, exactly (same result); "
+        "an out-of-memory error retries the batch tiled. Default: 90% of free GPU memory, or half the available RAM on CPU.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
