@@ -230,8 +230,12 @@ def test_kill_9_leaves_only_complete_outputs_and_rerun_matches_uninterrupted(tmp
     for f in done:  # every visible output is complete and readable
         assert read_latent(f).tensor.shape == (4, 24, 24)
 
+    old_tmp = out / ".vaecli-tmp-left-by-a-crash.safetensors"  # as a kill -9 an hour ago would leave
+    old_tmp.write_bytes(b"partial")
+    os.utime(old_tmp, (time.time() - 7200, time.time() - 7200))
     p = vaecli(*args, "-o", out, "--json")
     assert p.returncode == 0, p.stderr
+    assert not old_tmp.exists()
     statuses = [r["status"] for r in json.loads(p.stdout)["results"]]
     assert statuses.count("skipped") == len(done) and statuses.count("ok") == 12 - len(done)
     assert [f.name for f in outputs(out)] == [f.name for f in outputs(tmp_path / "ref")]
