@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .config import VAEConfig
 from .errors import InputError, VaecliError
 from .io.atomic import TMP_PREFIX
 from .io.images import IMAGE_SUFFIXES, SizeSpec, pad_to_multiple, read_image, resize_and_crop, write_image
-from .io.latents import LATENT_SUFFIXES, LatentMeta, check_channels, is_fresh, read_latent, source_fingerprint, write_latent
+from .io.latents import LatentMeta, check_channels, is_fresh, read_latent, source_fingerprint, write_latent
 from .io.video import FFMPEG_SUFFIXES, is_video, open_video, write_video
 from .metrics import psnr, ssim
 from .nn.distributions import DiagonalGaussianDistribution
@@ -540,8 +541,6 @@ class ModelSource:
         if key == ("given",):
             return self.given
         if key not in self.cache:
-            from .config import VAEConfig
-
             try:
                 if key[0] == "weights":
                     if not Path(key[1]).is_file():

@@ -187,6 +187,7 @@ def encode(
     Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """
     from ..pipeline import MEDIA_SUFFIXES, EncodeOptions, encode_files, plan_jobs
+    from ..registry import DEFAULT_MODEL
 
     size = _size_spec(resize, center_crop)
     with plain_warnings():
@@ -194,7 +195,7 @@ def encode(
         vae = _load(model, config, weights, device, dtype, allow_pickle)
         jobs = plan_jobs(inputs, MEDIA_SUFFIXES, output, lambda p: ".safetensors")
         opts = EncodeOptions(
-            model_name=model or (None if (config or weights) else vae.config.name),
+            model_name=model or (None if (config or weights) else DEFAULT_MODEL),  # what decode reloads
             weights=weights,
             batch_size=batch_size,
             size=size,
