@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from vaecli.cli import main
 from vaecli.io.images import pad_to_multiple, read_image
@@ -308,3 +309,44 @@ def test_help_does_not_import_torch():
         assert p.returncode == 0 and "Usage" in p.stdout
         imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines()}
         assert "torch" not in imported, args
+
+
+def test_sample_seed_save_dist_no_scale_and_resize(tmp_path, capsys, cli_weights):
+    src = noise_image(tmp_path / "in" / "p.png", 40, 24, 0)
+    common = ["--weights", cli_weights, "--device", "cpu", "--save-dist"]
+    assert run_main(capsys, "encode", src, "-o", tmp_path / "s", "--sample", "--seed", "3", *common)[0] == 0
+    lat = read_latent(tmp_path / "s" / "p.safetensors")
+    tensors = load_file(tmp_path / "s" / "p.safetensors")
+    mean, logvar = tensors["mean"], tensors["logvar"]
+    assert lat.meta.posterior == "sample" and lat.meta.seed is not None
+    # the draw is reproducible from the metadata alone: latent = scale * (mean + std * eps(seed) - shift)
+    eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(lat.meta.seed))
+    torch.testing.assert_close(lat.tensor, 0.5 * (mean + torch.exp(0.5 * logvar) * eps - 0.1), rtol=1e-5, atol=1e-5)
+    assert run_main(capsys, "encode", src, "-o", tmp_path / "s2", "--sample", "--seed", "3", *common)[0] == 0
+    assert torch.equal(read_latent(tmp_path / "s2" / "p.safetensors").tensor, lat.tensor)
+    assert run_main(capsys, "encode", src, "-o", tmp_path / "s3", "--sample", "--seed", "4", *common)[0] == 0
+    assert not torch.equal(read_latent(tmp_path / "s3" / "p.safetensors").tensor, lat.tensor)
+
+    assert run_main(capsys, "encode", src, "-o", tmp_path / "raw", "--no-scale", *common)[0] == 0
+    raw = read_latent(tmp_path / "raw" / "p.safetensors")
+    assert raw.meta.scaled is False and raw.meta.posterior == "mode"
+    assert torch.equal(raw.tensor, load_file(tmp_path / "raw" / "p.safetensors")["mean"])
+    assert run_main(capsys, "decode", tmp_path / "raw", "-o", tmp_path / "rawdec")[0] == 0
+    assert Image.open(tmp_path / "rawdec" / "p.png").size == (40, 24)
+
+    assert run_main(capsys, "encode", src, "-o", tmp_path / "rc", "--resize", "16", "--center-crop", *common)[0] == 0
+    rc = read_latent(tmp_path / "rc" / "p.safetensors")
+    assert rc.tensor.shape == (4, 2, 2) and (rc.meta.height, rc.meta.width, rc.meta.original_width) == (16, 16, 40)
+    assert "resize 40x24->27x16" in rc.meta.size_handling and "center-crop 16x16" in rc.meta.size_handling
+
+
+def test_roundtrip_of_a_gif_saves_a_gif_with_the_same_frames(tmp_path, capsys, cli_weights):
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(3)]
+    iio.mimsave(tmp_path / "a.gif", frames, duration=100, loop=0)
+    code, out, err = run_main(capsys, "roundtrip", tmp_path / "a.gif", "-o", tmp_path / "rt", "--weights", cli_weights, "--device", "cpu", "--json", "--no-lpips")
+    assert code == 0, err
+    (r,) = json.loads(out)["results"]
+    assert r["frames"] == 3 and r["output"].endswith("a.gif") and np.isfinite(r["psnr"])
+    gif = Image.open(tmp_path / "rt" / "a.gif")
+    assert gif.n_frames == 3 and gif.size == (24, 16) and gif.info["duration"] == 100
