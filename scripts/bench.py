@@ -256,8 +256,10 @@ def bench_tiled(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> li
         for size in args.sizes:
             z = torch.randn(1, cfg.latent_channels, size // f, size // f, generator=torch.Generator().manual_seed(2)).to(device, dtype)
             fns = {"vaecli_tiled": lambda: tiled_decode(ours, z, tile_size=args.tile_size)}
-            if ref is not None:
+            if ref is not None:  # diffusers tiles with the same tile side (its default overlap, 25%)
                 ref.enable_tiling()
+                ref.tile_sample_min_size = args.tile_size
+                ref.tile_latent_min_size = args.tile_size // f
                 fns["diffusers_tiled"] = lambda: ref.decode(z).sample
             if not args.no_untiled:
                 fns["vaecli_untiled"] = lambda: ours.decode(z)
@@ -309,11 +311,11 @@ def bench_e2e(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> list
                     model_s = interleaved_medians({"m": lambda: ours.encode(x).mean}, device, args.warmup, args.repeats)["m"]
                 out = workdir / f"latents-{size}-{bs}"
                 cmd = [exe, "encode", str(src), "-o", str(out), "--weights", str(weights), "--device", str(device),
-                       "--dtype", dname, "--batch-size", str(bs)]
+                       "--dtype", dname, "--batch-size", str(bs), "--quiet"]
                 t0 = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 e2e_s = time.perf_counter() - t0
-                row = {"mode": "e2e-encode", "size": size, "batch": bs, "dtype": dname, "images": args.e2e_images,
+                row = {"mode": "e2e-encode", "size": size, "batch": bs, "dtype": dname, "device": str(device), "images": args.e2e_images,
                        "command": " ".join(cmd), "returncode": proc.returncode,
                        "model_img_per_s": bs / model_s, "e2e_img_per_s": args.e2e_images / e2e_s}
                 row["e2e_fraction_of_model"] = row["e2e_img_per_s"] / row["model_img_per_s"]

@@ -186,14 +186,16 @@ def encode(
 
     Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """
-    from ..pipeline import MEDIA_SUFFIXES, EncodeOptions, encode_files, plan_jobs
+    from ..distributed import current_world, gather_results, merged_summary, rank_device, shard
+    from ..pipeline import MEDIA_SUFFIXES, EncodeOptions, encode_files, exit_code, plan_jobs
     from ..registry import DEFAULT_MODEL
 
     size = _size_spec(resize, center_crop)
+    world = current_world()  # under torchrun: this rank's share of the inputs, rank 0 reports
     with plain_warnings():
         _set_max_memory(max_memory)
-        vae = _load(model, config, weights, device, dtype, allow_pickle)
-        jobs = plan_jobs(inputs, MEDIA_SUFFIXES, output, lambda p: ".safetensors")
+        vae = _load(model, config, weights, rank_device(device, world), dtype, allow_pickle)
+        jobs = shard(plan_jobs(inputs, MEDIA_SUFFIXES, output, lambda p: ".safetensors"), world)
         opts = EncodeOptions(
             model_name=model or (None if (config or weights) else DEFAULT_MODEL),  # what decode reloads
             weights=weights,
@@ -206,8 +208,13 @@ def encode(
             save_dist=save_dist,
             overwrite=overwrite,
         )
-        with Reporter(len(jobs), "encode", json_, quiet) as report:
+        with Reporter(len(jobs), "encode", json_, quiet or not world.reports) as report:
             results, summary = encode_files(vae, jobs, opts, on_result=report)
+    merged = gather_results(results, summary["seconds"], world)
+    if merged is None:  # not rank 0: rank 0 reports for everyone
+        return exit_code(results)
+    if world.is_distributed:
+        results, summary = merged[0], merged_summary(*merged, world)
     return emit(results, summary, "encoded", json_, quiet)
 
 
