@@ -212,7 +212,7 @@ def outputs(folder: Path) -> list[Path]:
     return sorted(f for f in folder.glob("*.safetensors") if not f.name.startswith("."))
 
 
-def test_kill_9_leaves_only_complete_outputs_and_rerun_matches_uninterrupted(tmp_path, capsys, cli_weights):
+def test_ctrl_c_and_kill_9_leave_only_complete_outputs_and_rerun_matches_uninterrupted(tmp_path, capsys, cli_weights):
     src = tmp_path / "many"
     for i in range(12):  # 192x192 at batch size 1: slow enough per file to be killed between files
         noise_image(src / f"img{i:02d}.png", 192, 192, i)
@@ -220,14 +220,22 @@ def test_kill_9_leaves_only_complete_outputs_and_rerun_matches_uninterrupted(tmp
     assert run_main(capsys, *args, "-o", tmp_path / "ref")[0] == 0
 
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "vaecli", *map(str, args), "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while len(outputs(out)) < 3 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+
+    def interrupt(sig: int, after: int) -> tuple[int, str]:
+        """Start a run, send `sig` once `after` outputs are visible; (exit code, stderr)."""
+        proc = subprocess.Popen([sys.executable, "-m", "vaecli", *map(str, args), "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while len(outputs(out)) < after and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        err = proc.communicate()[1]
+        return proc.returncode, err
+
+    code, err = interrupt(signal.SIGINT, 2)  # Ctrl-C: finishes the write in flight, says how to go on
+    assert code == 130 and "rerun" in err and "Traceback" not in err
+    interrupt(signal.SIGKILL, len(outputs(out)) + 2)
     done = outputs(out)
-    assert 3 <= len(done) < 12, "the run must be killed mid-way for this test to mean anything"
+    assert 4 <= len(done) < 12, "the runs must be stopped mid-way for this test to mean anything"
     for f in done:  # every visible output is complete and readable
         assert read_latent(f).tensor.shape == (4, 24, 24)
 

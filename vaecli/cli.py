@@ -53,6 +53,9 @@ def _root(
     """vaecli: latent-diffusion VAEs on the command line."""
 
 
+INTERRUPTED_MESSAGE = "Interrupted: finished outputs are complete; rerun the same command to do the rest."
+
+
 def _debug() -> bool:
     return os.environ.get("VAECLI_DEBUG") == "1"
 
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(EXIT_USAGE if e.exit_code == 2 else e.exit_code)
     except _AbortExc:
-        print("Interrupted: finished outputs are complete; rerun the same command to do the rest.", file=sys.stderr)
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except VaecliError as e:
         if _debug():
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"Error: internal error: {type(e).__name__}: {e} (set VAECLI_DEBUG=1 for a traceback)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    if rv == EXIT_INTERRUPTED:  # Typer returns Ctrl-C inside a command as exit code 130
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
