@@ -74,7 +74,7 @@ def encode_pixels(vae: AutoencoderKL, x: torch.Tensor) -> DiagonalGaussianDistri
     with torch.inference_mode():
         moments = encode_auto(vae, x.to(device, dtype)).parameters  # (B, 2C, h, w); tiled when over budget or out of memory
         if _fp16_overflowed(dtype, moments, "encode"):
-            moments = _fp32_twin(vae).encode(x.to(device, torch.float32)).parameters
+            moments = encode_auto(_fp32_twin(vae), x.to(device, torch.float32)).parameters
         return DiagonalGaussianDistribution(moments.float())
 
 
@@ -84,7 +84,7 @@ def decode_latents(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         out = decode_auto(vae, z.to(device, dtype))  # tiled when over budget or out of memory
         if _fp16_overflowed(dtype, out, "decode"):
-            out = _fp32_twin(vae).decode(z.to(device, torch.float32))
+            out = decode_auto(_fp32_twin(vae), z.to(device, torch.float32))
         return out.float()
 
 
