@@ -53,9 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--export", type=Path, default=None, help="final weights file (default: OUT/vaecli-default.safetensors)")
     p.add_argument("--steps", type=int, default=4000, help="total optimiser steps (the LR schedule spans them)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    # geometry: f4 (two downsamples), 8 latent channels, no mid-block attention; see docs/default-model.md
+    # geometry: f4 (two downsamples), 8 latent channels, no mid-block attention; see docs/default-model.md.
+    # ch_mult starts and ends at 2: with 32 channels GroupNorm(32) is a per-channel instance norm, and the
+    # norm before each conv_out would erase every channel's mean, i.e. the image's (latent's) global colour.
     p.add_argument("--ch", type=int, default=32)
-    p.add_argument("--ch-mult", type=int, nargs="+", default=[1, 1, 2])
+    p.add_argument("--ch-mult", type=int, nargs="+", default=[2, 1, 2])
     p.add_argument("--num-res-blocks", type=int, default=1)
     p.add_argument("--z-channels", type=int, default=8)
     p.add_argument("--attn-type", default="none", choices=["vanilla", "linear", "none"])
