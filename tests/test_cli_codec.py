@@ -92,6 +92,10 @@ def test_folder_encode_fails_per_file_then_resumes(dataset, tmp_path, capsys, cl
     code, stdout, _ = run_main(capsys, "encode", dataset, "-o", out, *common, "--json", "--overwrite")
     assert code == 0 and [r["status"] for r in json.loads(stdout)["results"]] == ["ok"] * 3
     assert (out / "sub" / "b.safetensors").stat().st_mtime_ns != before
+    # made another way (here: unscaled) is not "up to date": redone once, then skipped
+    for want in ("ok", "skipped"):
+        code, stdout, _ = run_main(capsys, "encode", dataset, "-o", out, *common, "--json", "--no-scale")
+        assert code == 0 and [r["status"] for r in json.loads(stdout)["results"]] == [want] * 3
 
 
 def test_rgba_517x301_roundtrips_to_its_size_with_no_decode_flags(tmp_path, cli_weights):

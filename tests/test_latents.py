@@ -70,12 +70,15 @@ def test_channel_check_names_both_counts(tmp_path):
         check_channels(Latent(torch.zeros(16, 2, 2), None, tmp_path / "z.npy"), 4)
 
 
-def test_freshness_follows_the_source(tmp_path):
+def test_freshness_follows_the_source_and_the_recipe(tmp_path):
     src = tmp_path / "src.png"
     src.write_bytes(b"abc")
     out = tmp_path / "z.safetensors"
     write_latent(out, torch.zeros(4, 2, 2), _meta(**source_fingerprint(src)))
     assert is_fresh(out, src)
+    assert is_fresh(out, src, {"model": "m", "scaled": "true", "weights": None})
+    assert not is_fresh(out, src, {"model": "other"})  # made by another model: redo
+    assert not is_fresh(out, src, {"weights": "/some/file.safetensors"})
     st = src.stat()
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same bytes: still fresh (sha256)
     assert is_fresh(out, src)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import json
 import time
 import warnings
 import weakref
@@ -31,7 +32,7 @@ from .config import VAEConfig
 from .errors import InputError, VaecliError
 from .io.atomic import TMP_PREFIX
 from .io.images import IMAGE_SUFFIXES, SizeSpec, pad_to_multiple, read_image, resize_and_crop, write_image
-from .io.latents import LatentMeta, check_channels, is_fresh, read_latent, source_fingerprint, write_latent
+from .io.latents import LatentMeta, check_channels, is_fresh, metadata_string, read_latent, source_fingerprint, write_latent
 from .io.video import FFMPEG_SUFFIXES, is_video, open_video, write_video
 from .metrics import psnr, ssim
 from .nn.distributions import DiagonalGaussianDistribution
@@ -366,22 +367,40 @@ def _choose_latent(post: DiagonalGaussianDistribution, seeds: list[int | None]) 
     return post.mean + post.std * eps.to(z.device)
 
 
-def _meta(vae: AutoencoderKL, opts: EncodeOptions, source: Path, h, w, oh, ow, how, seed, fingerprint, **video) -> LatentMeta:
+def _recipe(vae: AutoencoderKL, opts: EncodeOptions) -> dict:
+    """The metadata fields that say how a latent was made; an output made otherwise is redone."""
     cfg = vae.config
+    preprocess = {
+        "resize": None if opts.size.width is None else [opts.size.width, opts.size.height],
+        "center_crop": opts.size.center_crop,
+        "alpha": opts.alpha,
+        "seed": opts.seed if opts.sample else None,
+    }
+    return {
+        "model": opts.model_name or cfg.name,
+        "config": cfg.to_json(),
+        "scaling_factor": cfg.scaling_factor,
+        "shift_factor": cfg.shift_factor,
+        "scaled": opts.scale and cfg.scaling_factor is not None,
+        "posterior": "sample" if opts.sample else "mode",
+        "weights": None if opts.weights is None else str(Path(opts.weights).resolve()),
+        "preprocess": json.dumps(preprocess, sort_keys=True),
+    }
+
+
+def _recipe_strings(vae: AutoencoderKL, opts: EncodeOptions) -> dict[str, str | None]:
+    return {k: None if v is None else metadata_string(v) for k, v in _recipe(vae, opts).items()}
+
+
+def _meta(vae: AutoencoderKL, opts: EncodeOptions, source: Path, h, w, oh, ow, how, seed, fingerprint, **video) -> LatentMeta:
     return LatentMeta(
-        model=opts.model_name or cfg.name,
-        config=cfg.to_json(),
-        scaling_factor=cfg.scaling_factor,
-        shift_factor=cfg.shift_factor,
-        scaled=opts.scale and cfg.scaling_factor is not None,
+        **_recipe(vae, opts),
         height=h,
         width=w,
         original_height=oh,
         original_width=ow,
         size_handling=how,
-        posterior="sample" if opts.sample else "mode",
         seed=seed,
-        weights=None if opts.weights is None else str(Path(opts.weights).resolve()),
         source=str(source),
         vaecli_version=__version__,
         **fingerprint,
@@ -493,7 +512,8 @@ def encode_files(vae: AutoencoderKL, jobs: list[Job], opts: EncodeOptions, on_re
     run = Run(jobs, on_result)
     batch_size = opts.batch_size or default_batch_size(vae)
     try:
-        todo = _pending(jobs, run, opts.overwrite, lambda j: is_fresh(j.output, j.input))
+        recipe = _recipe_strings(vae, opts)
+        todo = _pending(jobs, run, opts.overwrite, lambda j: is_fresh(j.output, j.input, recipe))
         images, videos = _split_media(todo, run)
         factor = vae.downsample_factor
         _run_images(images, lambda j: _prepare_image(j, opts, factor, True), batch_size, opts.workers, run, lambda b: _encode_batch(vae, opts, b, run))

@@ -28,6 +28,11 @@ LATENT_SUFFIXES = (".safetensors", ".npy", ".pt")
 _FOREIGN_NAMES = ("latent", "latents")
 
 
+def metadata_string(value) -> str:
+    """How a metadata value is stored: booleans as JSON (true/false), everything else as str()."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
 @dataclass
 class LatentMeta:
     """What a latent file records, as typed fields; stored as string metadata (see `to_strings`)."""
@@ -41,7 +46,8 @@ class LatentMeta:
     width: int
     original_height: int  # the source file's size (differs from height/width after --resize/--center-crop)
     original_width: int
-    size_handling: str = ""  # e.g. "pad reflect right=3 bottom=3 to 520x304"; empty: none needed
+    size_handling: str = ""  # e.g. "pad reflect right=3 bottom=3 to 520x304", or "none"
+    preprocess: str = ""  # JSON of the options that shaped the latent (resize, crop, alpha, seed)
     posterior: str = "mode"  # mode | sample
     seed: int | None = None
     weights: str | None = None  # absolute path of the weights file, when not a registry model
@@ -57,9 +63,8 @@ class LatentMeta:
     def to_strings(self) -> dict[str, str]:
         out = {LATENT_FORMAT_KEY: LATENT_FORMAT_VERSION}
         for key, value in self.__dict__.items():
-            if key == "extra" or value is None:
-                continue
-            out[key] = json.dumps(value) if isinstance(value, bool) else str(value)
+            if key != "extra" and value is not None:
+                out[key] = metadata_string(value)
         out.update({k: str(v) for k, v in self.extra.items()})
         return out
 
@@ -81,6 +86,7 @@ class LatentMeta:
                 original_height=int(meta.get("original_height", meta["height"])),
                 original_width=int(meta.get("original_width", meta["width"])),
                 size_handling=meta.get("size_handling", ""),
+                preprocess=meta.get("preprocess", ""),
                 posterior=meta.get("posterior", "mode"),
                 seed=num("seed", int),
                 weights=meta.get("weights"),
@@ -144,14 +150,18 @@ def read_latent_metadata(path: Path) -> dict[str, str] | None:
         return None
 
 
-def is_fresh(output: Path, source: Path) -> bool:
-    """True when `output` is a readable latent made from `source` as it is now.
+def is_fresh(output: Path, source: Path, recipe: dict[str, str | None] | None = None) -> bool:
+    """True when `output` is a readable latent made from `source` as it is now, the same way.
 
-    Size differs -> stale. Same size but another mtime -> stale unless the recorded sha256 still
-    matches (a `touch` or a copy does not force a recompute).
+    `recipe`: metadata values that must match (model, config, scaling, options; None: absent), so
+    switching model or options redoes the file instead of keeping a latent of another kind.
+    Source size differs -> stale. Same size but another mtime -> stale unless the recorded sha256
+    still matches (a `touch` or a copy does not force a recompute).
     """
     meta = read_latent_metadata(output)
     if not meta or LATENT_FORMAT_KEY not in meta:
+        return False
+    if any(meta.get(k) != v for k, v in (recipe or {}).items()):
         return False
     st = source.stat()
     if meta.get("source_size") != str(st.st_size):
