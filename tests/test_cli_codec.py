@@ -300,6 +300,12 @@ def test_decode_foreign_and_broken_latents(tmp_path, capsys, cli_weights):
     got = read_image(tmp_path / "dec" / "raw.png")
     assert got.shape == (3, 24, 16) and (got - want).abs().max() <= 0.5 / 255 + 1e-4
 
+    code, out, _ = run_main(capsys, "decode", d / "raw.npy", "-o", tmp_path / "dec", "--weights", cli_weights, "--unscaled", "--json")
+    assert [r["status"] for r in json.loads(out)["results"]] == ["skipped"]
+    os.utime(d / "raw.npy", ns=(time.time_ns(), time.time_ns() + 10**9))  # the latent changed after decoding
+    code, out, _ = run_main(capsys, "decode", d / "raw.npy", "-o", tmp_path / "dec", "--weights", cli_weights, "--unscaled", "--json")
+    assert [r["status"] for r in json.loads(out)["results"]] == ["ok"]
+
     code, _, err = run_main(capsys, "decode", d / "raw.npy", "-o", tmp_path / "dec2")
     assert code == 1 and "not a vaecli latent" in err  # a foreign latent needs the model named
 

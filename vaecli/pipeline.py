@@ -605,11 +605,16 @@ def _video_output(job: Job, latent, opts: DecodeOptions) -> Path:
     return job.output.with_suffix(f".{fmt}")
 
 
+def _decoded_is_newer(job: Job) -> bool:
+    """A decoded image older than its latent is stale (the latent was re-encoded since)."""
+    return job.output.stat().st_mtime_ns >= job.input.stat().st_mtime_ns
+
+
 def decode_files(models: ModelSource, jobs: list[Job], opts: DecodeOptions, on_result=None) -> tuple[list[dict], dict]:
     """Decode latent files into images (and videos); returns (results in input order, summary)."""
     run = Run(jobs, on_result)
     try:
-        todo = _pending(jobs, run, opts.overwrite, lambda j: True)
+        todo = _pending(jobs, run, opts.overwrite, _decoded_is_newer)
         batch_size = opts.batch_size or (default_batch_size(models.given) if models.given is not None else 4)
 
         def loaded():
