@@ -180,7 +180,7 @@ def encode(
 ) -> int:
     """Encode images and videos into latent files (.safetensors with tensor `latent`).
 
-    a/b.png -> OUT/b.safetensors ([C,h,w]); a video -> [T,C,h,w] with its fps. Folder inputs keep their relative paths under OUT; without -o each latent goes beside its input. Sizes that are not a multiple of the model's downsampling factor are padded (reflect) and the original size recorded, so decode returns the input's exact size. Existing up-to-date outputs are skipped (a changed source is redone); every file is written atomically, so a rerun after Ctrl-C or a crash completes exactly what is missing. Animated GIFs are videos; single-frame GIFs images.
+    a/b.png -> OUT/b.safetensors ([C,h,w]); a video -> [T,C,h,w] with its fps. Folder inputs keep their relative paths under OUT; without -o each latent goes beside its input. Sizes that are not a multiple of the model's downsampling factor are padded (reflect) and the original size recorded, so decode returns the input's exact size. Existing up-to-date outputs are skipped (one whose source changed, or that another model or other options made, is redone); every file is written atomically, so a rerun after Ctrl-C or a crash completes exactly what is missing. Animated GIFs are videos; single-frame GIFs images.
 
     Examples: vaecli encode photos/ -o latents/ ; vaecli encode clip.mp4 --model sdxl-vae -o out/
 
@@ -248,7 +248,7 @@ def decode(
 ) -> int:
     """Decode latent files back into images (PNG by default) and videos.
 
-    A latent written by `vaecli encode` needs no flags: model, scaling and original size come from its metadata, and the image is cropped back to the encoded image's size. Foreign latents (.npy, a .pt holding one tensor, other .safetensors) need --model or --config/--weights, and --scaled/--unscaled. Without -o each image goes beside its latent as <name>.decoded.png; with -o as OUT/<name>.png.
+    A latent written by `vaecli encode` needs no flags: model, scaling and original size come from its metadata, and the image is cropped back to the encoded image's size. Foreign latents (.npy, a .pt holding one tensor, other .safetensors) need --model or --config/--weights, and --scaled/--unscaled. Without -o each image goes beside its latent as <name>.decoded.png; with -o as OUT/<name>.png. Existing images newer than their latent are skipped unless --overwrite.
 
     Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """
