@@ -481,13 +481,20 @@ def _split_media(todo: list[Job], run: Run) -> tuple[list[Job], list[Job]]:
     return images, videos
 
 
+def _input_failure(job: Job, e: Exception) -> InputError:
+    """Any error while reading one input is that input's failure, not the run's."""
+    if isinstance(e, InputError):
+        return e
+    return InputError(f"{job.input}: cannot read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})")
+
+
 def _run_images(todo: list[Job], load: Callable[[Job], Prepared], batch_size: int, workers: int, run: Run, process: Callable[[list[Prepared]], None]) -> None:
     def loaded() -> Iterator[tuple[tuple, Prepared]]:
         for job, fut in _prefetch(load, todo, workers, ahead=2 * batch_size + workers):
             try:
                 p = fut.result()
-            except InputError as e:
-                run.fail(job, e)
+            except Exception as e:  # noqa: BLE001 - one odd file fails alone, whatever the reader raised
+                run.fail(job, _input_failure(job, e))
                 continue
             yield (tuple(p.pixels.shape), p.height, p.width), p  # same padded and same content size
 
@@ -623,8 +630,8 @@ def decode_files(models: ModelSource, jobs: list[Job], opts: DecodeOptions, on_r
                     latent, key = fut.result()
                     vae = models.get(key, job.input)
                     check_channels(latent, vae.latent_channels)
-                except InputError as e:
-                    run.fail(job, e)
+                except Exception as e:  # noqa: BLE001 - one odd file fails alone, whatever the reader raised
+                    run.fail(job, _input_failure(job, e))
                     continue
                 if latent.is_video:
                     _decode_video(vae, job, latent, opts, batch_size, run)
