@@ -423,6 +423,7 @@ def _encode_batch(vae: AutoencoderKL, opts: EncodeOptions, batch: list[Prepared]
 
 
 def _encode_video(vae: AutoencoderKL, opts: EncodeOptions, job: Job, batch_size: int, run: Run) -> None:
+    fingerprint = source_fingerprint(job.input)  # before reading: a change while encoding shows as stale next time
     stream = open_video(job.input, alpha=opts.alpha)
     factor = vae.downsample_factor
     seed = _latent_seed(opts, job)
@@ -450,7 +451,7 @@ def _encode_video(vae: AutoencoderKL, opts: EncodeOptions, job: Job, batch_size:
     if not latents:
         raise InputError(f"{job.input}: video has no frames")
     z = torch.cat(latents)  # (T, C, h, w)
-    meta = _meta(vae, opts, job.input, h, w, stream.height, stream.width, how, seed, source_fingerprint(job.input), fps=stream.fps, frames=z.shape[0])
+    meta = _meta(vae, opts, job.input, h, w, stream.height, stream.width, how, seed, fingerprint, fps=stream.fps, frames=z.shape[0])
     dist = {"mean": torch.cat(means), "logvar": torch.cat(logvars)} if opts.save_dist else {}
     run.write(job, lambda: write_latent(job.output, z, meta, **dist), shape=list(z.shape), fps=stream.fps)
 
@@ -724,6 +725,7 @@ def _finish_roundtrip(job: Job, x: torch.Tensor, y: torch.Tensor, values: dict, 
 
 def _roundtrip_video(vae: AutoencoderKL, opts: RoundtripOptions, job: Job, batch_size: int, run: Run) -> None:
     stream = open_video(job.input, alpha=opts.encode.alpha)
+    seed = _latent_seed(opts.encode, job)
     sums: dict[str, float] = {}
     recon, n = [], 0
     frames: list[torch.Tensor] = []
@@ -732,7 +734,9 @@ def _roundtrip_video(vae: AutoencoderKL, opts: RoundtripOptions, job: Job, batch
     def flush(frames):
         nonlocal n
         x = torch.stack(frames)  # (T', 3, Hp, Wp)
-        y = ((decode_latents(vae, encode_pixels(vae, x * 2 - 1).mode()).cpu() + 1) / 2).clamp(0, 1)
+        seeds = [None if seed is None else seed + n + i for i in range(len(frames))]  # as encode draws them
+        z = _choose_latent(encode_pixels(vae, x * 2 - 1), seeds)
+        y = ((decode_latents(vae, z).cpu() + 1) / 2).clamp(0, 1)
         x, y = x[..., :h, :w], y[..., :h, :w]
         for k, v in _metrics(x, y, opts.lpips).items():
             sums[k] = sums.get(k, 0.0) + float(v.sum())
