@@ -30,7 +30,7 @@ def test_ssim_matches_scikit_image(seed):
     x, y = _pair(seed)
     want = structural_similarity(x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=-1)
     got = float(ssim(_t(x), _t(y))[0])
-    assert got == pytest.approx(want, abs=1e-5)
+    assert got == pytest.approx(want, abs=2e-6)  # float32 statistics
     assert got < 0.99  # the pair really differs: the check is not comparing two ones
 
 
@@ -38,8 +38,8 @@ def test_ssim_batch_items_are_independent_and_identity_is_one():
     x0, y0 = _pair(0)
     x1, y1 = _pair(2, 64, 80)
     batch = ssim(torch.cat([_t(x0), _t(x1)]), torch.cat([_t(y0), _t(y1)]))
-    assert batch[0] == pytest.approx(float(ssim(_t(x0), _t(y0))[0]), abs=1e-9)
-    assert float(ssim(_t(x0), _t(x0))[0]) == pytest.approx(1.0, abs=1e-9)
+    assert batch[0] == pytest.approx(float(ssim(_t(x0), _t(y0))[0]), abs=1e-6)
+    assert float(ssim(_t(x0), _t(x0))[0]) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_ssim_is_nan_below_the_window():

@@ -680,12 +680,13 @@ class RoundtripOptions:
 
 
 def _metrics(x: torch.Tensor, y: torch.Tensor, lpips_model) -> dict[str, torch.Tensor]:
-    """(B, 3, H, W) in [0, 1] pairs -> per-item metrics."""
+    """(B, 3, H, W) in [0, 1] pairs -> per-item metrics (float64, CPU), computed on y's (the model's) device."""
+    x = x.to(y.device)
     m = {"psnr": psnr(x, y), "ssim": ssim(x, y)}
     if lpips_model is not None:
         with torch.inference_mode():
-            m["lpips"] = lpips_model(x * 2 - 1, y * 2 - 1).flatten().double().cpu()
-    return m
+            m["lpips"] = lpips_model(x * 2 - 1, y * 2 - 1).flatten()
+    return {k: v.double().cpu() for k, v in m.items()}
 
 
 def _side_by_side(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -700,10 +701,11 @@ def _roundtrip_batch(vae: AutoencoderKL, opts: RoundtripOptions, batch: list[Pre
     x = torch.stack([p.pixels for p in batch])  # (B, 3, H, W) in [0, 1], same padded size
     post = encode_pixels(vae, x * 2 - 1)
     z = _choose_latent(post, [_latent_seed(opts.encode, p.job) for p in batch])
-    y = ((decode_latents(vae, z).cpu() + 1) / 2).clamp(0, 1)
     h, w = batch[0].height, batch[0].width  # same padded size and same content size within a batch
-    x, y = x[..., :h, :w], y[..., :h, :w]
+    y = ((decode_latents(vae, z)[..., :h, :w] + 1) / 2).clamp(0, 1)  # on the model's device
+    x = x[..., :h, :w]
     metrics = _metrics(x, y, opts.lpips)
+    y = y.cpu()
     for i, p in enumerate(batch):
         values = {k: float(v[i]) for k, v in metrics.items()}
         _finish_roundtrip(p.job, x[i], y[i], values, opts, run)
@@ -736,10 +738,10 @@ def _roundtrip_video(vae: AutoencoderKL, opts: RoundtripOptions, job: Job, batch
         x = torch.stack(frames)  # (T', 3, Hp, Wp)
         seeds = [None if seed is None else seed + n + i for i in range(len(frames))]  # as encode draws them
         z = _choose_latent(encode_pixels(vae, x * 2 - 1), seeds)
-        y = ((decode_latents(vae, z).cpu() + 1) / 2).clamp(0, 1)
-        x, y = x[..., :h, :w], y[..., :h, :w]
-        for k, v in _metrics(x, y, opts.lpips).items():
+        y = ((decode_latents(vae, z)[..., :h, :w] + 1) / 2).clamp(0, 1)  # on the model's device
+        for k, v in _metrics(x[..., :h, :w], y, opts.lpips).items():
             sums[k] = sums.get(k, 0.0) + float(v.sum())
+        y = y.cpu()
         n += len(frames)
         if opts.save:
             recon.extend(y)
