@@ -20,8 +20,8 @@ import typer
 
 from .options import (
     AllowPickle,
-    AlphaOpt,
     Alpha,
+    AlphaOpt,
     BatchSize,
     CenterCrop,
     Config,
@@ -39,8 +39,6 @@ from .options import (
     VideoFormat,
     Weights,
 )
-
-EXIT_HELP = "Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error."
 
 Inputs = Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image/video files, folders (searched recursively) or globs.")]
 NoScale = Annotated[bool, typer.Option("--no-scale", help="Store raw latents instead of scaling_factor * (z - shift_factor).")]
