@@ -15,7 +15,9 @@ Modes:
   torch.utils.flop_counter on the meta device), and the vaecli/diffusers speed ratio;
 - --tiled: vaecli's exact tiled decode vs diffusers' enable_tiling(): time, peak memory, and PSNR
   of each against vaecli's untiled decode (skipped where untiled does not fit: --no-untiled);
-- --e2e: `vaecli encode` over a folder of generated JPEGs (a subprocess) vs model-only images/s.
+- --e2e: `vaecli encode` over a folder of generated JPEGs (a subprocess) vs model-only images/s
+  (the subprocess time includes interpreter and torch start-up: use enough images);
+- --layers: the layer-level A/B behind vaecli/nn's CPU choices.
 """
 
 from __future__ import annotations
@@ -245,6 +247,28 @@ def bench_speed(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> li
     return rows
 
 
+def tiled_latent(vae, image: str | None, size: int, device, dtype) -> torch.Tensor:
+    """The latent to decode: a photograph (a file, or scikit-image's `astronaut`) resized to size x size
+    and encoded (mode), or Gaussian noise when no image is given."""
+    f = vae.downsample_factor
+    if image is None:
+        g = torch.Generator().manual_seed(2)
+        return torch.randn(1, vae.latent_channels, size // f, size // f, generator=g).to(device, dtype)
+    if image == "astronaut":
+        import skimage.data
+
+        x = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1).float() / 255  # (3, H, W) in [0, 1]
+    else:
+        from vaecli.io.images import read_image
+
+        x = read_image(Path(image))
+    x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)
+    from vaecli.tiling import encode_auto
+
+    with torch.inference_mode():
+        return encode_auto(vae, (x * 2 - 1).to(device, dtype)).mode()
+
+
 def bench_tiled(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> list[dict]:
     from vaecli.tiling import tiled_decode
 
@@ -252,9 +276,15 @@ def bench_tiled(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> li
     f = cfg.downsample_factor
     for dname in args.dtypes:
         dtype = DTYPES[dname]
-        ours, ref = build_pair(cfg, device, dtype, args.seed, workdir)
+        if args.weights is not None:  # a trained model (e.g. the embedded default); no diffusers twin
+            from vaecli.loading import load_vae
+
+            ours, ref = load_vae(weights=args.weights, device=device, dtype=dtype), None
+            f = ours.downsample_factor
+        else:
+            ours, ref = build_pair(cfg, device, dtype, args.seed, workdir)
         for size in args.sizes:
-            z = torch.randn(1, cfg.latent_channels, size // f, size // f, generator=torch.Generator().manual_seed(2)).to(device, dtype)
+            z = tiled_latent(ours, args.image, size, device, dtype)
             fns = {"vaecli_tiled": lambda: tiled_decode(ours, z, tile_size=args.tile_size)}
             if ref is not None:  # diffusers tiles with the same tile side (its default overlap, 25%)
                 ref.enable_tiling()
@@ -327,6 +357,37 @@ def bench_e2e(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> list
     return rows
 
 
+def bench_layers(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> list[dict]:
+    """The layer-level A/B behind the CPU choices in vaecli/nn: NCHW vs channels_last ResnetBlock,
+    and nearest-x2 + 3x3 conv vs the sub-pixel form, at the SD decoder's shapes."""
+    import torch.nn.functional as F
+
+    from vaecli.nn.autoencoder import ResnetBlock, Upsample
+
+    rows = []
+    torch.manual_seed(args.seed)
+    with torch.inference_mode():
+        for channels, side in ((128, 256), (512, 64)):
+            block = ResnetBlock(in_channels=channels, out_channels=channels, temb_channels=0).eval().to(device)
+            x = torch.randn(1, channels, side, side, device=device)
+            x_cl = x.contiguous(memory_format=torch.channels_last)
+            med = interleaved_medians({"nchw": lambda: block(x), "channels_last": lambda: block(x_cl)}, device, args.warmup, args.repeats)
+            rows.append({"mode": "layer resnet", "size": side, "channels": channels, "device": str(device),
+                         "baseline_s": med["nchw"], "candidate_s": med["channels_last"], "candidate": "channels_last",
+                         "speedup": med["nchw"] / med["channels_last"]})
+        for channels, side in ((512, 64), (256, 128)):
+            up = Upsample(channels, True).eval().to(device)
+            x = torch.randn(1, channels, side, side, device=device).contiguous(memory_format=torch.channels_last)
+            fns = {"interpolate+conv": lambda: up.conv(F.interpolate(x, scale_factor=2.0, mode="nearest")), "subpixel": lambda: up._subpixel(x)}
+            med = interleaved_medians(fns, device, args.warmup, args.repeats)
+            rows.append({"mode": "layer upsample", "size": side, "channels": channels, "device": str(device),
+                         "baseline_s": med["interpolate+conv"], "candidate_s": med["subpixel"], "candidate": "subpixel",
+                         "speedup": med["interpolate+conv"] / med["subpixel"]})
+    for r in rows:
+        print(json.dumps(r), file=sys.stderr, flush=True)
+    return rows
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -340,6 +401,7 @@ COLUMNS = {  # row key -> table header; the JSON file keeps every key
     "vaecli_tiled_peak_bytes": "tiled GiB", "diffusers_tiled_peak_bytes": "diffusers tiled GiB",
     "vaecli_untiled_peak_bytes": "untiled GiB", "vaecli_tiled_psnr_vs_untiled_db": "vaecli PSNR dB",
     "diffusers_tiled_psnr_vs_untiled_db": "diffusers PSNR dB", "speedup_vs_diffusers_tiled": "ratio",
+    "channels": "C", "candidate": "candidate", "baseline_s": "baseline s", "candidate_s": "candidate s", "speedup": "speedup",
     "model_img_per_s": "model img/s", "e2e_img_per_s": "e2e img/s", "e2e_fraction_of_model": "e2e/model",
 }
 
@@ -383,6 +445,9 @@ def parse_args(argv=None):
     p.add_argument("--tiled", action="store_true", help="tiled decode: vaecli exact tiling vs diffusers enable_tiling()")
     p.add_argument("--tile-size", type=int, default=512, help="vaecli tile side in pixels (--tiled)")
     p.add_argument("--no-untiled", action="store_true", help="--tiled: skip the untiled reference (too big)")
+    p.add_argument("--weights", type=Path, default=None, help="--tiled: a trained vaecli weights file instead of random weights")
+    p.add_argument("--image", default=None, help="--tiled: decode this photo's latent (a path, or `astronaut`) instead of noise")
+    p.add_argument("--layers", action="store_true", help="layer-level A/B: channels_last ResnetBlock, sub-pixel upsample")
     p.add_argument("--e2e", action="store_true", help="time `vaecli encode` over generated JPEGs vs the model alone")
     p.add_argument("--e2e-images", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -400,7 +465,9 @@ def main(argv=None) -> int:
     cfg = load_config(args.config) if Path(args.config).is_file() else shipped_config(args.config)
     with tempfile.TemporaryDirectory(prefix="vaecli-bench-") as tmp:
         work = Path(tmp)
-        if args.tiled:
+        if args.layers:
+            rows = bench_layers(args, cfg, device, work)
+        elif args.tiled:
             rows = bench_tiled(args, cfg, device, work)
         elif args.e2e:
             rows = bench_e2e(args, cfg, device, work)

@@ -277,21 +277,24 @@ def tiled_decode(vae: AutoencoderKL, z: torch.Tensor, tile_size: int = DEFAULT_T
 # ---------------------------------------------------------------- when to tile
 
 
-def _widest_activation(vae: AutoencoderKL, height: int, width: int, mode: str) -> tuple[int, int]:
-    """(elements per sample of the widest activation, elements per sample at latent size x widest channels)."""
-    cfg = vae.config
-    f = cfg.downsample_factor
+def _image_size(vae: AutoencoderKL, shape, mode: str) -> tuple[int, int]:
+    """Pixel (height, width) the full-resolution layers run at, for an encode or decode of `shape`."""
+    f = vae.downsample_factor
+    h, w = shape[-2:]
     if mode == "encode":
-        height, width = math.ceil(height / f) * f, math.ceil(width / f) * f
-    else:
-        height, width = height * f, width * f
+        return math.ceil(h / f) * f, math.ceil(w / f) * f
+    return h * f, w * f
+
+
+def _widest_activation(vae: AutoencoderKL, height: int, width: int) -> int:
+    """Elements per sample of the largest activation; level l runs at 1/2**l of the image."""
+    cfg = vae.config
     widest = 0
-    for level, mult in enumerate(cfg.ch_mult):  # level l runs at 1/2**l of the image
-        pixels = (height >> level) * (width >> level)
-        channels = cfg.ch * max(mult, cfg.ch_mult[level + 1] if level + 1 < len(cfg.ch_mult) else 0)
-        widest = max(widest, channels * pixels)  # a decoder upsample emits the level below's width here
-    latent = cfg.ch * cfg.ch_mult[-1] * (height // f) * (width // f)
-    return widest, latent
+    for level, mult in enumerate(cfg.ch_mult):
+        below = cfg.ch_mult[level + 1] if level + 1 < len(cfg.ch_mult) else 0
+        channels = cfg.ch * max(mult, below)  # a decoder upsample emits the level below's width here
+        widest = max(widest, channels * (height >> level) * (width >> level))
+    return widest
 
 
 def estimate_memory(vae: AutoencoderKL, shape, dtype: torch.dtype, mode: str, *, tile_size: int | None = None) -> int:
@@ -303,14 +306,16 @@ def estimate_memory(vae: AutoencoderKL, shape, dtype: torch.dtype, mode: str, *,
     """
     if mode not in ("encode", "decode"):
         raise ValueError(f"mode must be encode or decode, not {mode!r}")
-    b, _, h, w = shape
+    b = shape[0]
     item = torch.empty((), dtype=dtype).element_size()
     weights = sum(p.numel() for p in vae.parameters()) * item
-    widest, latent = _widest_activation(vae, h, w, mode)
+    height, width = _image_size(vae, shape, mode)
+    widest = _widest_activation(vae, height, width)
     if tile_size is None:
         return weights + ACTIVATION_COPIES * b * widest * item
-    image_pixels = widest / (vae.config.ch * max(vae.config.ch_mult[:2]))
-    tile_fraction = min(1.0, tile_size * tile_size / image_pixels)
+    f = vae.downsample_factor
+    latent = vae.config.ch * vae.config.ch_mult[-1] * (height // f) * (width // f)  # the mid block, whole
+    tile_fraction = min(1.0, tile_size * tile_size / (height * width))
     return weights + ACTIVATION_COPIES * b * item * int(widest * tile_fraction + latent)
 
 
