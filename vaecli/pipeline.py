@@ -31,7 +31,7 @@ from . import __version__
 from .config import VAEConfig
 from .errors import InputError, VaecliError
 from .io.atomic import TMP_PREFIX
-from .io.images import IMAGE_SUFFIXES, SizeSpec, pad_to_multiple, read_image, resize_and_crop, write_image
+from .io.images import IMAGE_SUFFIXES, SizeSpec, pad_to_multiple, read_image, resize_and_crop, to_uint8, write_image
 from .io.latents import LatentMeta, check_channels, is_fresh, metadata_string, read_latent, source_fingerprint, write_latent
 from .io.video import FFMPEG_SUFFIXES, is_video, open_video, write_video
 from .metrics import psnr, ssim
@@ -652,16 +652,14 @@ def decode_files(models: ModelSource, jobs: list[Job], opts: DecodeOptions, on_r
 
 
 def _decode_video(vae: AutoencoderKL, job: Job, latent, opts: DecodeOptions, batch_size: int, run: Run) -> None:
-    output = _video_output(job, latent, opts)
-    if output.exists() and not opts.overwrite:
-        job.output = output
+    job.output = output = _video_output(job, latent, opts)
+    if output.exists() and not opts.overwrite and _decoded_is_newer(job):
         run.finish(job, "skipped")
         return
-    job.output = output
     raw = _raw_latent(latent, vae, opts.scaled)  # (T, C, h, w)
-    frames = []
+    frames = []  # uint8 (H, W, 3): a quarter of the memory of float frames
     for start in range(0, raw.shape[0], batch_size):
-        frames.extend(_crop(decode_latents(vae, raw[start : start + batch_size]).cpu(), latent.meta))
+        frames.extend(to_uint8(f) for f in _crop(decode_latents(vae, raw[start : start + batch_size]).cpu(), latent.meta))
     fps = latent.meta.fps if latent.meta is not None and latent.meta.fps else 25.0
     run.write(job, lambda: write_video(frames, output, fps), frames=len(frames), fps=fps)
 
@@ -741,10 +739,9 @@ def _roundtrip_video(vae: AutoencoderKL, opts: RoundtripOptions, job: Job, batch
         y = ((decode_latents(vae, z)[..., :h, :w] + 1) / 2).clamp(0, 1)  # on the model's device
         for k, v in _metrics(x[..., :h, :w], y, opts.lpips).items():
             sums[k] = sums.get(k, 0.0) + float(v.sum())
-        y = y.cpu()
         n += len(frames)
         if opts.save:
-            recon.extend(y)
+            recon.extend(to_uint8(f) for f in y.cpu())
 
     for frame in stream.frames:
         px, h, w, _ = prepare_frame(frame, opts.encode, vae.downsample_factor)

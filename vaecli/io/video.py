@@ -16,7 +16,7 @@ from PIL import Image, ImageSequence
 
 from ..errors import InputError
 from .atomic import atomic_path
-from .images import BACKGROUNDS, open_image, to_rgb_float, to_uint8
+from .images import BACKGROUNDS, open_image, to_rgb_float
 
 FFMPEG_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 VIDEO_FORMATS = ("mp4", "gif")
@@ -99,10 +99,9 @@ def open_video(path: str | Path, *, alpha: str = "white") -> VideoStream:
     return _gif_stream(path, alpha) if path.suffix.lower() == ".gif" else _ffmpeg_stream(path)
 
 
-def write_video(frames: list[torch.Tensor], path: str | Path, fps: float) -> None:
-    """Write (3, H, W) frames in [0, 1] as mp4 (H.264) or GIF, chosen by the suffix, atomically."""
+def write_video(arrays: list[np.ndarray], path: str | Path, fps: float) -> None:
+    """Write (H, W, 3) uint8 frames (see `to_uint8`) as mp4 (H.264) or GIF, chosen by the suffix, atomically."""
     path = Path(path)
-    arrays = [to_uint8(f) for f in frames]
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".gif":
             images = [Image.fromarray(a, "RGB") for a in arrays]
