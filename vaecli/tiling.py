@@ -103,7 +103,9 @@ class _TiledRunner:
     def _write(self, dst: _Activation, rows: slice, cols: slice, tile: torch.Tensor) -> None:
         if dst.stats is not None:
             dst.stats.add(tile)
-        dst.tensor[:, :, rows, cols].copy_(tile, non_blocking=self.pin)
+        # synchronous: a later tile's read may slice this host memory on the CPU side (a
+        # non-contiguous slice is gathered on the host before its upload), so it must have landed
+        dst.tensor[:, :, rows, cols].copy_(tile)
 
     def whole(self, tensor: torch.Tensor) -> _Activation:
         """Store a whole tensor (the input, or the output of a whole-tensor block)."""
@@ -267,8 +269,6 @@ def tiled_decode(vae: AutoencoderKL, z: torch.Tensor, tile_size: int = DEFAULT_T
         if i_level != 0:
             h = run.conv(h, up.upsample.conv, up=True)
     out = run.conv(h, dec.conv_out, norm=dec.norm_out).tensor
-    if compute.type == "cuda":
-        torch.cuda.synchronize(compute)  # the last non-blocking copies into pinned memory
     if dec.tanh_out:
         out = torch.tanh(out)
     return out.to(z.device)
