@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from .config import VAEConfig, shipped_config
-from .errors import UnknownModelError, VaecliError, WeightsNotCachedError
+from .errors import CheckpointError, UnknownModelError, VaecliError, WeightsNotCachedError
 
 DEFAULT_MODEL = "vaecli-default"  # embedded in the package: works offline, no download
 
@@ -98,8 +98,10 @@ def model_config(name: str) -> VAEConfig:
     if name == DEFAULT_MODEL:
         from .checkpoints import config_from_weights
 
-        cfg = config_from_weights(default_weights_path())
-        assert cfg is not None, "the embedded default model must be self-describing"
+        path = weights_path(DEFAULT_MODEL)
+        cfg = config_from_weights(path)
+        if cfg is None:
+            raise CheckpointError(f"{path}: the embedded default model carries no vaecli config")
         return cfg
     entry = get_entry(name)
     if entry.config is None:
