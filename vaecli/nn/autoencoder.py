@@ -42,21 +42,18 @@ def get_timestep_embedding(timesteps: torch.Tensor, embedding_dim: int) -> torch
     return emb
 
 
-_PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row, col) parity of an output pixel after a x2 upsample
-
-
-def _fold_taps(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """3 taps over a nearest-x2-upsampled axis -> 2 taps over the original axis, for even and odd outputs.
-
-    An even output 2i sees upsampled inputs 2i-1, 2i, 2i+1 = original i-1, i, i; an odd one sees i, i, i+1.
-    """
-    w0, w1, w2 = w.unbind(dim)
-    return torch.stack([w0, w1 + w2], dim), torch.stack([w0 + w1, w2], dim)
+# Which of a 3x3 kernel's taps (columns) fall on which of the two original pixels (rows) for an even
+# (0) and an odd (1) output after a nearest x2 upsample: output 2i sees upsampled inputs 2i-1, 2i,
+# 2i+1 = original i-1, i, i; output 2i+1 sees i, i, i+1.
+_FOLD = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])  # (parity, 2, 3)
 
 
 def subpixel_kernels(weight: torch.Tensor) -> torch.Tensor:
-    """A 3x3 conv after nearest x2 as four 2x2 convs on the original grid: (Co, Ci, 3, 3) -> (4*Co, Ci, 2, 2), in _PHASES order."""
-    return torch.cat([k for rows in _fold_taps(weight, 2) for k in _fold_taps(rows, 3)], 0)
+    """A 3x3 conv after nearest x2 as 2x2 convs on the original grid, one per output parity:
+    (Co, Ci, 3, 3) -> (4*Co, Ci, 2, 2), phases in (row, col) order (0, 0), (0, 1), (1, 0), (1, 1)."""
+    fold = _FOLD.to(weight)
+    k = torch.einsum("aik,ockl,bjl->abocij", fold, weight, fold)  # (2, 2, Co, Ci, 2, 2)
+    return k.reshape(4 * weight.shape[0], weight.shape[1], 2, 2)
 
 
 class Upsample(nn.Module):
@@ -80,14 +77,30 @@ class Upsample(nn.Module):
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         return self.conv(x) if self.with_conv else x
 
+    def _phase_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(subpixel kernels, bias for the four phases); kept between calls while the weights are unchanged
+        and no graph is recorded (a 512-channel fold costs about a tenth of the conv itself)."""
+        weight, bias = self.conv.weight, self.conv.bias
+        # an in-place update bumps _version; inference tensors have none (torch lets them change only
+        # inside inference_mode, which no vaecli code does to weights), so storage identity stands in
+        version = None if weight.is_inference() else weight._version
+        key = (weight.data_ptr(), version, weight.dtype, weight.device)
+        cached = self.__dict__.get("_phase_cache")
+        if cached is not None and cached[0] == key and not torch.is_grad_enabled():
+            return cached[1], cached[2]
+        phases = (subpixel_kernels(weight), None if bias is None else bias.repeat(4))
+        if not torch.is_grad_enabled():
+            self.__dict__["_phase_cache"] = (key, *phases)  # plain attribute: not a buffer, not in state_dict
+        return phases
+
     def _subpixel(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         co = self.conv.out_channels
-        bias = None if self.conv.bias is None else self.conv.bias.repeat(4)
-        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), subpixel_kernels(self.conv.weight), bias)  # (B, 4*Co, h+1, w+1)
+        kernels, bias = self._phase_weights()
+        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernels, bias)  # (B, 4*Co, h+1, w+1)
         layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        out = x.new_empty((b, co, 2 * h, 2 * w)).contiguous(memory_format=layout)
-        for p, (a, c) in enumerate(_PHASES):  # phase (a, c) of output pixel (2i+a, 2j+c) sits at y[..., i+a, j+c]
+        out = torch.empty((b, co, 2 * h, 2 * w), dtype=y.dtype, device=y.device, memory_format=layout)
+        for p, (a, c) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):  # output (2i+a, 2j+c) is y[p][i+a, j+c]
             out[:, :, a::2, c::2] = y[:, p * co : (p + 1) * co, a : a + h, c : c + w]
         return out
 
