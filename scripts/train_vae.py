@@ -258,6 +258,16 @@ def git_commit() -> str:
         return "unknown"
 
 
+def this_command() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def _command_from_args(saved: dict) -> str:
+    """Checkpoints written before commands were recorded kept their parsed arguments only."""
+    flags = " ".join(f"--{k.replace('_', '-')} {shlex.quote(v)}" for k, v in saved.items() if v not in ("None", "False"))
+    return f"python scripts/train_vae.py {flags} (reconstructed from the checkpoint's arguments)"
+
+
 def log(msg: str) -> None:
     print(time.strftime("%H:%M:%S ") + msg, flush=True)
 
@@ -293,6 +303,7 @@ def train(args) -> int:
     sampler = training_sampler(args)
     noise = torch.Generator(device=device).manual_seed(args.seed + 1)  # posterior samples
     step, history = 0, []
+    commands: list[str] = []  # every invocation that built this checkpoint, in order
 
     if resumed is not None:
         model.load_state_dict(resumed["model"])
@@ -304,6 +315,7 @@ def train(args) -> int:
         noise.set_state(resumed["noise_rng"])
         torch.set_rng_state(resumed["torch_rng"])
         step, history = resumed["step"], resumed["history"]
+        commands = resumed.get("commands") or [_command_from_args(resumed["args"])]
         log(f"resumed from {ckpt_path} at step {step}")
 
     def checkpoint() -> None:
@@ -320,10 +332,12 @@ def train(args) -> int:
                 "noise_rng": noise.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "history": history,
+                "commands": commands,
                 "args": {k: str(v) for k, v in vars(args).items()},
             },
         )
 
+    commands.append(f"{this_command()}  # from step {step}")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {config.to_json()} | {n_params / 1e6:.2f}M parameters | device {device} | steps {step}->{args.steps}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -382,12 +396,12 @@ def train(args) -> int:
             log(f"held-out PSNR reached --stop-at-psnr {args.stop_at_psnr}: stopping at step {step}")
             break
 
-    export(model, config, sampler, step, history, args, device)
+    export(model, config, sampler, step, history, commands, args, device)
     return 0
 
 
 @torch.no_grad()
-def export(model: AutoencoderKL, config: VAEConfig, sampler: CropSampler, step: int, history: list, args, device) -> None:
+def export(model: AutoencoderKL, config: VAEConfig, sampler: CropSampler, step: int, history: list, commands: list, args, device) -> None:
     """Set the latent scale (1/std, LDM's scale_by_std), round to fp16, measure, and write the weights."""
     model.eval()
     scale_gen = torch.Generator().manual_seed(args.seed + 2)  # a fixed draw, independent of where training stopped
@@ -407,7 +421,9 @@ def export(model: AutoencoderKL, config: VAEConfig, sampler: CropSampler, step: 
     metrics = evaluate(shipped, args.eval_size, device)
     target = args.export or args.out / "vaecli-default.safetensors"
     metadata = {
-        "training_command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "training_command": " && ".join(c.split("  #")[0] for c in commands),
+        "training_invocations": metadata_json(commands),
+        "held_out_history": metadata_json(history),
         "training_steps": str(step),
         "training_data": metadata_json(data.sources_metadata(data.TRAIN)),
         "held_out_data": metadata_json(data.sources_metadata(data.HELD_OUT)),
