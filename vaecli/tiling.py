@@ -124,11 +124,12 @@ class _TiledRunner:
 
     def _normalize_swish(self, t: torch.Tensor, stats: _GroupStats, norm: nn.GroupNorm) -> torch.Tensor:
         """GroupNorm with whole-image statistics, then Swish, on one tile (computed in float32)."""
-        b, c, h, w = t.shape
+        b, c = t.shape[:2]
         mean, rstd = stats.mean_rstd(norm.eps)  # (B, G)
-        y = t.float().reshape(b, norm.num_groups, c // norm.num_groups, h, w)  # (B, G, C/G, h, w)
-        y = (y - mean[:, :, None, None, None]) * rstd[:, :, None, None, None]
-        y = y.reshape(b, c, h, w) * norm.weight.float()[:, None, None] + norm.bias.float()[:, None, None]
+        per_group = c // norm.num_groups
+        scale = rstd.repeat_interleave(per_group, dim=1) * norm.weight.float()  # (B, C)
+        shift = norm.bias.float() - mean.repeat_interleave(per_group, dim=1) * scale  # (B, C)
+        y = torch.addcmul(shift[:, :, None, None], t.float(), scale[:, :, None, None])  # one pass: x * scale + shift
         return F.silu(y, inplace=True).to(t.dtype)
 
     def _window(self, src: _Activation, r0: int, r1: int, c0: int, c1: int, *, norm=None, up=False) -> torch.Tensor:
@@ -154,6 +155,8 @@ class _TiledRunner:
         r0, c0 = rows.start * sh - pad[0], cols.start * sw - pad[1]
         r1, c1 = (rows.stop - 1) * sh - pad[0] + kh, (cols.stop - 1) * sw - pad[1] + kw
         window = self._window(src, r0, r1, c0, c1, **read)
+        if self.compute.type == "cpu":  # oneDNN is faster on NHWC, as in AutoencoderKL (vae.py)
+            window = window.contiguous(memory_format=torch.channels_last)
         return F.conv2d(window, conv.weight, conv.bias, stride=conv.stride)
 
     # -- layers
