@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from vaecli.checkpoints import load_weights
+from vaecli.checkpoints import diffusers_vae_kwargs, load_weights
 from vaecli.config import VAEConfig, load_config, shipped_config
 from vaecli.device import DTYPES
 from vaecli.vae import AutoencoderKL
@@ -54,21 +54,8 @@ except ImportError:  # the benchmark still times vaecli alone
 
 def diffusers_model(cfg: VAEConfig, seed: int):
     """diffusers' AutoencoderKL with `cfg`'s architecture and seeded random weights."""
-    levels = len(cfg.ch_mult)
     torch.manual_seed(seed)
-    model = diffusers.AutoencoderKL(
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_ch,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=tuple(cfg.ch * m for m in cfg.ch_mult),
-        layers_per_block=cfg.num_res_blocks,
-        latent_channels=cfg.z_channels,
-        norm_num_groups=32,
-        sample_size=cfg.resolution,
-        use_quant_conv=cfg.embed_dim is not None,
-        use_post_quant_conv=cfg.embed_dim is not None,
-    )
+    model = diffusers.AutoencoderKL(**diffusers_vae_kwargs(cfg))
     return model.eval().requires_grad_(False)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaecli.checkpoints import diffusers_to_ldm_key
+from vaecli.checkpoints import diffusers_to_ldm_key, diffusers_vae_kwargs
 from vaecli.config import VAEConfig, load_config, shipped_config, shipped_config_names
 from vaecli.errors import ConfigError
 from vaecli.vae import AutoencoderKL
@@ -39,19 +39,8 @@ def test_shipped_config_builds(name):
 def _diffusers_model(config: VAEConfig):
     """diffusers' AutoencoderKL with the same architecture, on the meta device (no init cost)."""
     diffusers = pytest.importorskip("diffusers")
-    n = len(config.ch_mult)
     with torch.device("meta"):
-        return diffusers.AutoencoderKL(
-            in_channels=config.in_channels,
-            out_channels=config.out_ch,
-            down_block_types=("DownEncoderBlock2D",) * n,
-            up_block_types=("UpDecoderBlock2D",) * n,
-            block_out_channels=tuple(config.ch * m for m in config.ch_mult),
-            layers_per_block=config.num_res_blocks,
-            latent_channels=config.latent_channels,
-            use_quant_conv=config.embed_dim is not None,
-            use_post_quant_conv=config.embed_dim is not None,
-        )
+        return diffusers.AutoencoderKL(**diffusers_vae_kwargs(config))
 
 
 # diffusers has no per-level attention (kl-f16/f32) and ties the quant conv width to z_channels.

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vaecli.checkpoints import load_weights
+from vaecli.checkpoints import diffusers_vae_kwargs, load_weights
 from vaecli.config import VAEConfig
 
 diffusers = pytest.importorskip("diffusers")
@@ -30,28 +30,9 @@ CASES = {
 SIZES = [(40, 72), (88, 24)]  # (H, W): multiples of 8, not of 64, non-square
 
 
-def diffusers_config(c: VAEConfig) -> dict:
-    n = len(c.ch_mult)
-    return dict(
-        in_channels=c.in_channels,
-        out_channels=c.out_ch,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=tuple(c.ch * m for m in c.ch_mult),
-        layers_per_block=c.num_res_blocks,
-        latent_channels=c.latent_channels,
-        norm_num_groups=32,
-        sample_size=c.resolution,
-        scaling_factor=c.scaling_factor,
-        shift_factor=c.shift_factor,
-        use_quant_conv=c.embed_dim is not None,
-        use_post_quant_conv=c.embed_dim is not None,
-    )
-
-
 def random_diffusers(c: VAEConfig, seed: int = 0):
     torch.manual_seed(seed)
-    ref = diffusers.AutoencoderKL(**diffusers_config(c)).eval()
+    ref = diffusers.AutoencoderKL(**diffusers_vae_kwargs(c)).eval()
     with torch.no_grad():  # default init leaves GroupNorm at 1/0: perturb every tensor so all of them matter
         for p in ref.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -101,7 +82,7 @@ def test_loads_ldm_layout_and_matches(case, tmp_path):
     save_file(ckpt, str(path))
 
     ours = load_weights(c, path)
-    ref = diffusers.AutoencoderKL(**diffusers_config(c)).eval()
+    ref = diffusers.AutoencoderKL(**diffusers_vae_kwargs(c)).eval()
     converted = convert_ldm_vae_checkpoint({k: v.clone() for k, v in ckpt.items()}, dict(ref.config))
     ref.load_state_dict(converted, strict=True)
     for size in SIZES:

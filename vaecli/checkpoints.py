@@ -65,6 +65,32 @@ def diffusers_to_ldm_key(key: str, num_resolutions: int) -> str:
     return key
 
 
+def diffusers_vae_kwargs(config: VAEConfig) -> dict:
+    """Arguments of diffusers' AutoencoderKL with `config`'s architecture (no diffusers import needed).
+
+    For comparing against diffusers, the independent reference. diffusers has no per-level attention
+    (kl-f16/f32) and ties the quant convs' width to the latent channels; such configs have no twin.
+    """
+    if config.attn_resolutions or (config.embed_dim is not None and config.embed_dim != config.z_channels):
+        raise ValueError(f"{config.name or 'config'}: diffusers' AutoencoderKL has no equivalent architecture")
+    levels = len(config.ch_mult)
+    return dict(
+        in_channels=config.in_channels,
+        out_channels=config.out_ch,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(config.ch * m for m in config.ch_mult),
+        layers_per_block=config.num_res_blocks,
+        latent_channels=config.latent_channels,
+        norm_num_groups=32,
+        sample_size=config.resolution,
+        scaling_factor=config.scaling_factor if config.scaling_factor is not None else 1.0,
+        shift_factor=config.shift_factor,
+        use_quant_conv=config.embed_dim is not None,
+        use_post_quant_conv=config.embed_dim is not None,
+    )
+
+
 def is_diffusers_layout(keys) -> bool:
     return any(".down_blocks." in k or ".up_blocks." in k or ".mid_block." in k for k in keys)
 
