@@ -66,6 +66,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--crop", type=int, default=128, help="training crop side in pixels")
     p.add_argument("--scale-min", type=float, default=0.6, help="scale jitter: crops are resized by a factor in [min, max]")
     p.add_argument("--scale-max", type=float, default=1.2)
+    p.add_argument(
+        "--colour-jitter",
+        type=float,
+        default=0.0,
+        help="per-channel gain in [1-J, 1+J] and offset in [-J/2, J/2]: teaches absolute colours the few "
+        "training photos lack (saturated hues, dark backgrounds), which GroupNorm otherwise lets drift",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-final", type=float, default=5e-5, help="cosine decay ends here")
     p.add_argument("--warmup", type=int, default=100)
@@ -101,12 +108,21 @@ class CropSampler:
     All randomness comes from one generator, so a resumed run draws the same batches.
     """
 
-    def __init__(self, images: list[np.ndarray], weights: list[float], crop: int, scale_range: tuple[float, float], seed: int):
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        weights: list[float],
+        crop: int,
+        scale_range: tuple[float, float],
+        seed: int,
+        colour_jitter: float = 0.0,
+    ):
         self.images = [torch.from_numpy(np.array(a)).permute(2, 0, 1).float().div(255) for a in images]  # (3, H, W) in [0, 1]
         self.probs = torch.tensor(weights, dtype=torch.float64) / sum(weights)
         self.crop = crop
         self.log_scale = (math.log(scale_range[0]), math.log(scale_range[1]))
         self.gen = torch.Generator().manual_seed(seed)
+        self.colour_jitter = colour_jitter
 
     def _uniform(self) -> float:
         return torch.rand((), generator=self.gen).item()
@@ -125,6 +141,11 @@ class CropSampler:
             x = x.flip(3)
         if self._uniform() < 0.5:
             x = x[:, torch.randperm(3, generator=self.gen)]
+        if self.colour_jitter > 0:
+            j = self.colour_jitter
+            gain = 1 + j * (2 * torch.rand(1, 3, 1, 1, generator=self.gen) - 1)  # per channel, [1-j, 1+j]
+            offset = j * (torch.rand(1, 3, 1, 1, generator=self.gen) - 0.5)  # per channel, [-j/2, j/2]
+            x = x * gain + offset
         return x.clamp(0, 1)[0]  # (3, crop, crop)
 
     def batch(self, n: int) -> torch.Tensor:
@@ -134,7 +155,7 @@ class CropSampler:
 def training_sampler(args) -> CropSampler:
     images = [data.load_rgb(i.name) for i in data.TRAIN]
     weights = [2.0 if _is_colour(a) else 1.0 for a in images]
-    return CropSampler(images, weights, args.crop, (args.scale_min, args.scale_max), args.seed)
+    return CropSampler(images, weights, args.crop, (args.scale_min, args.scale_max), args.seed, args.colour_jitter)
 
 
 def _is_colour(a: np.ndarray) -> bool:

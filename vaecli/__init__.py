@@ -19,6 +19,8 @@ _LAZY = {
     "load_vae": ".loading",
     "DiagonalGaussianDistribution": ".nn.distributions",
     "AutoencoderKL": ".vae",
+    "tiled_encode": ".tiling",
+    "tiled_decode": ".tiling",
 }
 
 
@@ -39,4 +41,6 @@ __all__ = [
     "load_vae",
     "pick_device",
     "resolve_dtype",
+    "tiled_decode",
+    "tiled_encode",
 ]

@@ -13,6 +13,7 @@ from .autoencoder import (
     nonlinearity,
 )
 from .distributions import DiagonalGaussianDistribution, DiracDistribution, normal_kl
+from .discriminator import NLayerDiscriminator
 from .flows import ActNorm, Invertible1x1Conv
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Invertible1x1Conv",
     "LinAttnBlock",
     "MemoryEfficientAttnBlock",
+    "NLayerDiscriminator",
     "Model",
     "Normalize",
     "ResnetBlock",
