@@ -1,7 +1,9 @@
-"""`vaecli encode` / `decode` on diffusers-layout weights equal diffusers' own AutoencoderKL (fp32, CPU)."""
+"""`vaecli encode` / `decode` on diffusers-layout weights equal diffusers' own AutoencoderKL (fp32, CPU),
+with the model given by --weights/--config and by --model (registry name, weights in the cache)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -80,3 +82,32 @@ def test_encode_equals_diffusers_mode_times_scaling_factor(tmp_path, capsys, dif
         want = ((ref.decode(z).sample + 1) / 2).clamp(0, 1)[0, :, :27, :41]
     got = torch.from_numpy(np.array(Image.open(tmp_path / "dec" / "odd.png"))).permute(2, 0, 1).float() / 255
     assert got.shape == want.shape and (got - want).abs().max() <= 0.5 / 255 + 1e-4
+
+
+def test_model_flag_loads_cached_registry_weights_and_applies_its_scale(tmp_path):
+    """`--model sdxl-vae`: the full SDXL architecture, its weights found in the cache (random weights in
+    diffusers layout here: no download in tests), latents = diffusers' mode() * 0.13025 (REFERENCE.md)."""
+    from vaecli import registry
+    from vaecli.checkpoints import diffusers_vae_kwargs
+    from vaecli.config import shipped_config
+
+    torch.manual_seed(1)
+    ref = diffusers.AutoencoderKL(**diffusers_vae_kwargs(shipped_config("sdxl-vae"))).eval()
+    cache = tmp_path / "cache"
+    target = registry.cached_file("sdxl-vae", registry.get_entry("sdxl-vae").files[0], root=cache)
+    target.parent.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(target))
+    arr = np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "img.png")
+
+    env = {**os.environ, "VAECLI_CACHE": str(cache)}
+    args = ["encode", str(tmp_path / "img.png"), "--model", "sdxl-vae", "--device", "cpu", "-o", str(tmp_path / "lat")]
+    p = subprocess.run([sys.executable, "-m", "vaecli", *args], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr
+
+    x = torch.from_numpy(arr).permute(2, 0, 1)[None].double().div(255).mul(2).sub(1).float()  # (1, 3, 40, 56)
+    with torch.no_grad():
+        want = ref.encode(x).latent_dist.mode()[0] * 0.13025
+    latent = read_latent(tmp_path / "lat" / "img.safetensors")
+    assert latent.tensor.shape == (4, 5, 7)
+    assert _close(latent.tensor, want)
