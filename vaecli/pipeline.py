@@ -422,6 +422,19 @@ def _encode_batch(vae: AutoencoderKL, opts: EncodeOptions, batch: list[Prepared]
         run.write(p.job, lambda o=p.job.output, t=latent, m=meta, d=dist: write_latent(o, t, m, **d), shape=list(latent.shape))
 
 
+def _frame_batches(stream, opts: EncodeOptions, factor: int, batch_size: int) -> Iterator[tuple[list[torch.Tensor], int, int, str]]:
+    """A video's frames prepared like images, in batches: (frames, content h, content w, size handling)."""
+    frames: list[torch.Tensor] = []
+    for frame in stream.frames:
+        px, h, w, how = prepare_frame(frame, opts, factor)
+        frames.append(px)
+        if len(frames) == batch_size:
+            yield frames, h, w, how
+            frames = []
+    if frames:
+        yield frames, h, w, how
+
+
 def _encode_video(vae: AutoencoderKL, opts: EncodeOptions, job: Job, batch_size: int, run: Run) -> None:
     fingerprint = source_fingerprint(job.input)  # before reading: a change while encoding shows as stale next time
     stream = open_video(job.input, alpha=opts.alpha)
@@ -439,14 +452,7 @@ def _encode_video(vae: AutoencoderKL, opts: EncodeOptions, job: Job, batch_size:
             means.append(post.mean.cpu())
             logvars.append(post.logvar.cpu())
 
-    frames: list[torch.Tensor] = []
-    for frame in stream.frames:
-        px, h, w, how = prepare_frame(frame, opts, factor)
-        frames.append(px)
-        if len(frames) == batch_size:
-            flush(frames)
-            frames = []
-    if frames:
+    for frames, h, w, how in _frame_batches(stream, opts, factor, batch_size):
         flush(frames)
     if not latents:
         raise InputError(f"{job.input}: video has no frames")
@@ -728,10 +734,8 @@ def _roundtrip_video(vae: AutoencoderKL, opts: RoundtripOptions, job: Job, batch
     seed = _latent_seed(opts.encode, job)
     sums: dict[str, float] = {}
     recon, n = [], 0
-    frames: list[torch.Tensor] = []
-    h = w = 0
 
-    def flush(frames):
+    def flush(frames):  # reads the batch's content size h, w bound by the loop below
         nonlocal n
         x = torch.stack(frames)  # (T', 3, Hp, Wp)
         seeds = [None if seed is None else seed + n + i for i in range(len(frames))]  # as encode draws them
@@ -743,13 +747,7 @@ def _roundtrip_video(vae: AutoencoderKL, opts: RoundtripOptions, job: Job, batch
         if opts.save:
             recon.extend(to_uint8(f) for f in y.cpu())
 
-    for frame in stream.frames:
-        px, h, w, _ = prepare_frame(frame, opts.encode, vae.downsample_factor)
-        frames.append(px)
-        if len(frames) == batch_size:
-            flush(frames)
-            frames = []
-    if frames:
+    for frames, h, w, _ in _frame_batches(stream, opts.encode, vae.downsample_factor, batch_size):
         flush(frames)
     if n == 0:
         raise InputError(f"{job.input}: video has no frames")
