@@ -39,6 +39,8 @@ from vaecli.checkpoints import metadata_json, save_weights  # noqa: E402
 from vaecli.config import VAEConfig  # noqa: E402
 from vaecli.device import pick_device  # noqa: E402
 from vaecli.io.atomic import atomic_path  # noqa: E402
+from vaecli.io.images import to_uint8  # noqa: E402
+from vaecli.metrics import psnr, ssim  # noqa: E402
 from vaecli.nn.discriminator import NLayerDiscriminator  # noqa: E402
 from vaecli.vae import AutoencoderKL  # noqa: E402
 
@@ -165,30 +167,18 @@ def _is_colour(a: np.ndarray) -> bool:
 # ---------------------------------------------------------------- metrics
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) in [-1, 1] -> (H, W, 3) uint8, rounded as a saved PNG would be."""
-    return ((x[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    """10 log10(1 / MSE) on [0, 1] RGB."""
-    mse = np.mean((a.astype(np.float64) / 255 - b.astype(np.float64) / 255) ** 2)
-    return float("inf") if mse == 0 else float(10 * math.log10(1.0 / mse))
-
-
 @torch.no_grad()
 def evaluate(model: AutoencoderKL, size: int, device: torch.device) -> dict:
-    """Held-out PSNR/SSIM of the posterior mode's reconstruction, quantised to uint8."""
-    from skimage.metrics import structural_similarity
-
+    """Held-out PSNR/SSIM of the posterior mode's reconstruction, quantised to uint8 as a saved PNG is;
+    the same metric code as `vaecli roundtrip`, so the recorded numbers are the ones users see."""
     was_training = model.training
     model.eval()
     per_image = {}
     for name, crop in data.held_out_crops(size):
         x = torch.from_numpy(crop).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0).to(device)  # (1, 3, S, S)
-        rec = to_uint8(model.decode(model.encode(x).mode()))
-        ssim = structural_similarity(crop, rec, channel_axis=2, data_range=255)
-        per_image[name] = {"psnr": round(psnr_uint8(crop, rec), 3), "ssim": round(float(ssim), 4)}
+        rec = torch.from_numpy(to_uint8((model.decode(model.encode(x).mode())[0] + 1) / 2))  # (S, S, 3) uint8
+        ref, out = (t.permute(2, 0, 1)[None].double() / 255 for t in (torch.from_numpy(crop), rec))  # (1, 3, S, S)
+        per_image[name] = {"psnr": round(float(psnr(ref, out)), 3), "ssim": round(float(ssim(ref, out)), 4)}
     model.train(was_training)
     mean = {k: round(sum(v[k] for v in per_image.values()) / len(per_image), 3) for k in ("psnr", "ssim")}
     return {"size": size, "images": per_image, "mean": mean}
