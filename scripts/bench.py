@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import shutil
@@ -40,6 +39,7 @@ import torch
 
 from vaecli.checkpoints import diffusers_vae_kwargs, load_weights
 from vaecli.config import VAEConfig, load_config, shipped_config
+from vaecli import metrics
 from vaecli.device import DTYPES
 from vaecli.vae import AutoencoderKL
 
@@ -175,9 +175,8 @@ def count_flops(model: AutoencoderKL, mode: str, shape: tuple[int, ...]) -> int:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of pixels in [-1, 1] (peak-to-peak 2)."""
-    mse = float(((a.float().clamp(-1, 1) - b.float().clamp(-1, 1)) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(4.0 / mse)
+    """Mean PSNR in dB of decoded pixels in [-1, 1], by vaecli.metrics (what `vaecli roundtrip` reports)."""
+    return float(metrics.psnr(((a.float() + 1) / 2).clamp(0, 1), ((b.float() + 1) / 2).clamp(0, 1)).mean())
 
 
 def prepare(model, *, channels_last: bool, compile_: bool):
