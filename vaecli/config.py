@@ -145,48 +145,29 @@ def _validate(c: VAEConfig) -> None:
     need(isinstance(c.shift_factor, (int, float)), "shift_factor", "must be a number")
 
 
-def _find_ddconfig(node: Any) -> tuple[dict, Any] | None:
-    """Depth-first search for a mapping holding `ddconfig`; returns (ddconfig, sibling embed_dim)."""
+def _mappings(node: Any):
+    """Every mapping in a parsed YAML document, depth first."""
     if isinstance(node, dict):
-        if isinstance(node.get("ddconfig"), dict):
-            return node["ddconfig"], node.get("embed_dim")
-        for value in node.values():
-            found = _find_ddconfig(value)
-            if found is not None:
-                return found
+        yield node
+        children = node.values()
     elif isinstance(node, list):
-        for value in node:
-            found = _find_ddconfig(value)
-            if found is not None:
-                return found
-    return None
-
-
-def _find_key(node: Any, key: str) -> Any:
-    if isinstance(node, dict):
-        if key in node and not isinstance(node[key], (dict, list)):
-            return node[key]
-        for value in node.values():
-            found = _find_key(value, key)
-            if found is not None:
-                return found
-    elif isinstance(node, list):
-        for value in node:
-            found = _find_key(value, key)
-            if found is not None:
-                return found
-    return None
+        children = node
+    else:
+        return
+    for child in children:
+        yield from _mappings(child)
 
 
 def config_from_mapping(data: Any, source: str) -> VAEConfig:
     """Our schema, or an LDM/sgm config (a `ddconfig` mapping with a sibling `embed_dim`)."""
-    found = _find_ddconfig(data)
-    if found is None:
+    owner = next((m for m in _mappings(data) if isinstance(m.get("ddconfig"), dict)), None)
+    if owner is None:
         return VAEConfig.from_dict(data, source)
-    ddconfig, embed_dim = found
+    ddconfig, embed_dim = owner["ddconfig"], owner.get("embed_dim")
     ddconfig = {k: v for k, v in ddconfig.items() if k != "attn_type" or v in ATTN_TYPES}
     params = dict(ddconfig, embed_dim=embed_dim)
-    scale = _find_key(data, "scale_factor")  # LDM's diffusion model carries the latent scale here
+    # LDM's diffusion model carries the latent scale as a scalar `scale_factor`
+    scale = next((m["scale_factor"] for m in _mappings(data) if isinstance(m.get("scale_factor"), (int, float))), None)
     if scale is not None:
         params["scaling_factor"] = float(scale)
     return VAEConfig.from_dict(params, f"{source} (ddconfig)")
