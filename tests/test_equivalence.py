@@ -26,6 +26,8 @@ CASES = {
     "flux-like": VAEConfig(
         ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=2, z_channels=16, embed_dim=None, scaling_factor=0.3611, shift_factor=0.1159
     ),
+    # diffusers' norm_num_groups: 8 groups of 4-8 channels, as the embedded default model uses
+    "groups-8": VAEConfig(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, z_channels=8, norm_num_groups=8, embed_dim=None),
 }
 SIZES = [(40, 72), (88, 24)]  # (H, W): multiples of 8, not of 64, non-square
 

@@ -24,6 +24,8 @@ from vaecli.vae import AutoencoderKL
 CONFIGS = {
     "quant": VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=4, embed_dim=4),
     "level-attn": VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=4, attn_resolutions=(64,), resolution=128),
+    # the embedded default model's geometry: 8 wide GroupNorm groups, no attention, no quant convs
+    "groups-8": VAEConfig(ch=32, ch_mult=(2, 1, 2), num_res_blocks=1, z_channels=8, norm_num_groups=8, attn_type="none"),
 }
 
 
@@ -39,9 +41,9 @@ def _model(cfg: VAEConfig) -> AutoencoderKL:
     return vae
 
 
-@pytest.fixture(scope="module")
-def vae() -> AutoencoderKL:
-    return _model(CONFIGS["quant"])
+@pytest.fixture(scope="module", params=["quant", "groups-8"])
+def vae(request) -> AutoencoderKL:
+    return _model(CONFIGS[request.param])
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,7 @@ def diffusers_vae_kwargs(config: VAEConfig) -> dict:
         block_out_channels=tuple(config.ch * m for m in config.ch_mult),
         layers_per_block=config.num_res_blocks,
         latent_channels=config.latent_channels,
-        norm_num_groups=32,
+        norm_num_groups=config.norm_num_groups,
         sample_size=config.resolution,
         scaling_factor=config.scaling_factor if config.scaling_factor is not None else 1.0,
         shift_factor=config.shift_factor,

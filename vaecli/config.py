@@ -19,7 +19,6 @@ import yaml
 
 from .errors import ConfigError
 
-NUM_GROUPS = 32  # GroupNorm groups in every latent-diffusion autoencoder: channel counts must divide
 ATTN_TYPES = ("vanilla", "vanilla-xformers", "linear", "none")
 DESCRIPTIVE_KEYS = ("name", "description")  # allowed in our YAML, not part of the architecture
 
@@ -37,6 +36,7 @@ class VAEConfig:
     resolution: int = 256  # training resolution; attn_resolutions are read against it
     dropout: float = 0.0
     attn_type: str = "vanilla"
+    norm_num_groups: int = 32  # GroupNorm groups (diffusers' name); every published model uses 32
     embed_dim: int | None = None  # None: no quant_conv/post_quant_conv (SD3, FLUX)
     scaling_factor: float | None = None  # None: the model publishes none; latents stay unscaled
     shift_factor: float = 0.0
@@ -72,6 +72,7 @@ class VAEConfig:
             "z_channels": self.z_channels,
             "double_z": self.double_z,
             "attn_type": self.attn_type,
+            "norm_num_groups": self.norm_num_groups,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,7 +125,8 @@ def _validate(c: VAEConfig) -> None:
             raise ConfigError(f"{key}={getattr(c, key)!r}: {why}")
 
     need(_is_int(c.ch) and c.ch > 0, "ch", "must be a positive integer")
-    need(c.ch % NUM_GROUPS == 0, "ch", f"must be divisible by {NUM_GROUPS} (GroupNorm groups)")
+    need(_is_int(c.norm_num_groups) and c.norm_num_groups > 0, "norm_num_groups", "must be a positive integer")
+    need(c.ch % c.norm_num_groups == 0, "ch", f"must be divisible by norm_num_groups={c.norm_num_groups} (GroupNorm groups)")
     need(len(c.ch_mult) > 0, "ch_mult", "must not be empty")
     need(all(_is_int(m) and m > 0 for m in c.ch_mult), "ch_mult", "must hold positive integers")
     need(_is_int(c.num_res_blocks) and c.num_res_blocks > 0, "num_res_blocks", "must be a positive integer")

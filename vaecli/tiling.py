@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import NUM_GROUPS
 from .nn import DiagonalGaussianDistribution
 from .nn.autoencoder import ResnetBlock
 from .vae import AutoencoderKL
@@ -74,7 +73,7 @@ class _GroupStats:
 
 @dataclass
 class _Activation:
-    """One whole activation on the storage device, with its GroupNorm statistics (None if C % 32)."""
+    """One whole activation on the storage device, with its GroupNorm statistics (None if C is not a multiple of the groups)."""
 
     tensor: torch.Tensor
     stats: _GroupStats | None
@@ -86,8 +85,9 @@ class _Activation:
 class _TiledRunner:
     """Runs convolutions, ResnetBlocks and resampling of an Encoder/Decoder tile by tile."""
 
-    def __init__(self, compute: torch.device, storage: torch.device, image_height: int, tile_size: int):
+    def __init__(self, compute: torch.device, storage: torch.device, image_height: int, tile_size: int, num_groups: int):
         self.compute = compute
+        self.num_groups = num_groups
         self.storage = storage
         self.image_height = image_height
         self.tile_size = tile_size
@@ -97,7 +97,7 @@ class _TiledRunner:
 
     def _empty(self, shape, dtype) -> _Activation:
         tensor = torch.empty(shape, dtype=dtype, device=self.storage, pin_memory=self.pin)
-        stats = _GroupStats(shape[0], NUM_GROUPS, self.compute) if shape[1] % NUM_GROUPS == 0 else None
+        stats = _GroupStats(shape[0], self.num_groups, self.compute) if shape[1] % self.num_groups == 0 else None
         return _Activation(tensor, stats)
 
     def _write(self, dst: _Activation, rows: slice, cols: slice, tile: torch.Tensor) -> None:
@@ -184,7 +184,7 @@ class _TiledRunner:
         # identity shortcut: each output pixel reads only its own x pixel, so write over x in place
         dst = x if shortcut is None else self._empty((*x.tensor.shape[:1], block.out_channels, *x.tensor.shape[2:]), x.tensor.dtype)
         if dst is x and x.stats is not None:
-            x.stats = _GroupStats(x.stats.mean.shape[0], NUM_GROUPS, self.compute)
+            x.stats = _GroupStats(x.stats.mean.shape[0], self.num_groups, self.compute)
         for rows, cols in self._tiles(*h.tensor.shape[-2:]):
             out = self._conv_tile(h, block.conv2, block.conv2.padding, rows, cols, norm=block.norm2)
             if shortcut is None:
@@ -227,7 +227,7 @@ def tiled_encode(vae: AutoencoderKL, x: torch.Tensor, tile_size: int = DEFAULT_T
     enc = vae.encoder
     _check_supported(enc)
     compute, storage = _devices(vae, offload)
-    run = _TiledRunner(compute, storage, x.shape[-2], tile_size)
+    run = _TiledRunner(compute, storage, x.shape[-2], tile_size, vae.config.norm_num_groups)
     h = run.conv(run.whole(x), enc.conv_in)
     for i_level in range(enc.num_resolutions):
         down = enc.down[i_level]
@@ -258,7 +258,7 @@ def tiled_decode(vae: AutoencoderKL, z: torch.Tensor, tile_size: int = DEFAULT_T
     z = z.to(compute)
     if vae.post_quant_conv is not None:
         z = vae.post_quant_conv(z)  # 1x1 at latent size: whole
-    run = _TiledRunner(compute, storage, z.shape[-2] * vae.downsample_factor, tile_size)
+    run = _TiledRunner(compute, storage, z.shape[-2] * vae.downsample_factor, tile_size, vae.config.norm_num_groups)
     h = run.conv(run.whole(z), dec.conv_in)
     h = run.resnet(h, dec.mid.block_1)
     h = run.attention(h, dec.mid.attn_1)

@@ -27,10 +27,10 @@ except ImportError:  # pragma: no cover - depends on the environment
 class AttnBlock(nn.Module):
     """Single-head self-attention over all spatial positions, with 1x1-conv projections."""
 
-    def __init__(self, in_channels: int):
+    def __init__(self, in_channels: int, num_groups: int = 32):
         super().__init__()
         self.in_channels = in_channels
-        self.norm = Normalize(in_channels)
+        self.norm = Normalize(in_channels, num_groups)
         self.q = nn.Conv2d(in_channels, in_channels, kernel_size=1)
         self.k = nn.Conv2d(in_channels, in_channels, kernel_size=1)
         self.v = nn.Conv2d(in_channels, in_channels, kernel_size=1)
@@ -99,14 +99,15 @@ class _Identity(nn.Identity):
         return x
 
 
-def make_attn(in_channels: int, attn_type: str = "vanilla", attn_kwargs: dict | None = None) -> nn.Module:
-    """The attention block named by `attn_type`: vanilla, vanilla-xformers, linear or none."""
+def make_attn(in_channels: int, attn_type: str = "vanilla", attn_kwargs: dict | None = None, num_groups: int = 32) -> nn.Module:
+    """The attention block named by `attn_type`: vanilla, vanilla-xformers, linear or none.
+    `num_groups` is the GroupNorm of the vanilla blocks (linear attention has no norm)."""
     if attn_type == "vanilla":
-        return AttnBlock(in_channels)
+        return AttnBlock(in_channels, num_groups)
     if attn_type == "vanilla-xformers":
         if xops is None:
             _warn_no_xformers()
-        return MemoryEfficientAttnBlock(in_channels)
+        return MemoryEfficientAttnBlock(in_channels, num_groups)
     if attn_type == "linear":
         return LinAttnBlock(in_channels)
     if attn_type == "none":

@@ -131,6 +131,7 @@ class ResnetBlock(nn.Module):
         conv_shortcut: bool = False,
         dropout: float = 0.0,
         temb_channels: int = 512,
+        num_groups: int = 32,
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -138,11 +139,11 @@ class ResnetBlock(nn.Module):
         self.out_channels = out_channels
         self.use_conv_shortcut = conv_shortcut
 
-        self.norm1 = Normalize(in_channels)
+        self.norm1 = Normalize(in_channels, num_groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1)
         if temb_channels > 0:
             self.temb_proj = nn.Linear(temb_channels, out_channels)
-        self.norm2 = Normalize(out_channels)
+        self.norm2 = Normalize(out_channels, num_groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
         if in_channels != out_channels:
@@ -174,6 +175,7 @@ def _down_path(
     resolution: int,
     temb_channels: int,
     attn_type: str,
+    num_groups: int = 32,
 ) -> int:
     """Build `owner.down` (shared by Encoder and Model); returns the channels at the bottom."""
     in_ch_mult = (1,) + tuple(ch_mult)
@@ -187,11 +189,17 @@ def _down_path(
         block_out = ch * ch_mult[i_level]
         for _ in range(num_res_blocks):
             block.append(
-                ResnetBlock(in_channels=block_in, out_channels=block_out, temb_channels=temb_channels, dropout=dropout)
+                ResnetBlock(
+                    in_channels=block_in,
+                    out_channels=block_out,
+                    temb_channels=temb_channels,
+                    dropout=dropout,
+                    num_groups=num_groups,
+                )
             )
             block_in = block_out
             if curr_res in attn_resolutions:
-                attn.append(make_attn(block_in, attn_type=attn_type))
+                attn.append(make_attn(block_in, attn_type=attn_type, num_groups=num_groups))
         down = nn.Module()
         down.block = block
         down.attn = attn
@@ -202,11 +210,20 @@ def _down_path(
     return block_in
 
 
-def _mid(block_in: int, temb_channels: int, dropout: float, attn_type: str, make_resblock=ResnetBlock, make_attn_fn=make_attn) -> nn.Module:
+def _mid(
+    block_in: int,
+    temb_channels: int,
+    dropout: float,
+    attn_type: str,
+    make_resblock=ResnetBlock,
+    make_attn_fn=make_attn,
+    num_groups: int = 32,
+) -> nn.Module:
     mid = nn.Module()
-    mid.block_1 = make_resblock(in_channels=block_in, out_channels=block_in, temb_channels=temb_channels, dropout=dropout)
-    mid.attn_1 = make_attn_fn(block_in, attn_type=attn_type)
-    mid.block_2 = make_resblock(in_channels=block_in, out_channels=block_in, temb_channels=temb_channels, dropout=dropout)
+    block = dict(in_channels=block_in, out_channels=block_in, temb_channels=temb_channels, dropout=dropout, num_groups=num_groups)
+    mid.block_1 = make_resblock(**block)
+    mid.attn_1 = make_attn_fn(block_in, attn_type=attn_type, num_groups=num_groups)
+    mid.block_2 = make_resblock(**block)
     return mid
 
 
@@ -229,6 +246,7 @@ class Encoder(nn.Module):
         double_z: bool = True,
         use_linear_attn: bool = False,
         attn_type: str = "vanilla",
+        norm_num_groups: int = 32,
         **ignore_kwargs,
     ):
         super().__init__()
@@ -253,9 +271,10 @@ class Encoder(nn.Module):
             resolution=resolution,
             temb_channels=self.temb_ch,
             attn_type=attn_type,
+            num_groups=norm_num_groups,
         )
-        self.mid = _mid(block_in, self.temb_ch, dropout, attn_type)
-        self.norm_out = Normalize(block_in)
+        self.mid = _mid(block_in, self.temb_ch, dropout, attn_type, num_groups=norm_num_groups)
+        self.norm_out = Normalize(block_in, norm_num_groups)
         self.conv_out = nn.Conv2d(
             block_in, 2 * z_channels if double_z else z_channels, kernel_size=3, stride=1, padding=1
         )
@@ -301,6 +320,7 @@ class Decoder(nn.Module):
         tanh_out: bool = False,
         use_linear_attn: bool = False,
         attn_type: str = "vanilla",
+        norm_num_groups: int = 32,
         **ignorekwargs,
     ):
         super().__init__()
@@ -324,7 +344,7 @@ class Decoder(nn.Module):
         make_conv_cls = self._make_conv()
 
         self.conv_in = nn.Conv2d(z_channels, block_in, kernel_size=3, stride=1, padding=1)
-        self.mid = _mid(block_in, self.temb_ch, dropout, attn_type, make_resblock_cls, make_attn_cls)
+        self.mid = _mid(block_in, self.temb_ch, dropout, attn_type, make_resblock_cls, make_attn_cls, norm_num_groups)
 
         self.up = nn.ModuleList()
         for i_level in reversed(range(self.num_resolutions)):
@@ -333,12 +353,16 @@ class Decoder(nn.Module):
             for _ in range(self.num_res_blocks + 1):
                 block.append(
                     make_resblock_cls(
-                        in_channels=block_in, out_channels=block_out, temb_channels=self.temb_ch, dropout=dropout
+                        in_channels=block_in,
+                        out_channels=block_out,
+                        temb_channels=self.temb_ch,
+                        dropout=dropout,
+                        num_groups=norm_num_groups,
                     )
                 )
                 block_in = block_out
                 if curr_res in attn_resolutions:
-                    attn.append(make_attn_cls(block_in, attn_type=attn_type))
+                    attn.append(make_attn_cls(block_in, attn_type=attn_type, num_groups=norm_num_groups))
             up = nn.Module()
             up.block = block
             up.attn = attn
@@ -347,7 +371,7 @@ class Decoder(nn.Module):
                 curr_res = curr_res * 2
             self.up.insert(0, up)  # keep up[i] at the resolution of down[i], as the checkpoints do
 
-        self.norm_out = Normalize(block_in)
+        self.norm_out = Normalize(block_in, norm_num_groups)
         self.conv_out = make_conv_cls(block_in, out_ch, kernel_size=3, stride=1, padding=1)
 
     def _make_attn(self):

@@ -7,7 +7,11 @@ from torch import nn
 
 
 def Normalize(in_channels: int, num_groups: int = 32) -> nn.GroupNorm:
-    """GroupNorm(32, eps=1e-6): the normalisation of every latent-diffusion autoencoder block."""
+    """GroupNorm(32, eps=1e-6): the normalisation of every latent-diffusion autoencoder block.
+
+    `num_groups` other than 32 is diffusers' `norm_num_groups`: fewer, wider groups let a spatially
+    constant signal (an image's global colour) pass the norm, which one- or two-channel groups erase.
+    """
     return nn.GroupNorm(num_groups=num_groups, num_channels=in_channels, eps=1e-6, affine=True)
 
 
