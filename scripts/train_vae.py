@@ -55,6 +55,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--export", type=Path, default=None, help="final weights file (default: OUT/vaecli-default.safetensors)")
     p.add_argument("--steps", type=int, default=4000, help="total optimiser steps (the LR schedule spans them)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from the model weights of another run's checkpoint.pt (same parameter shapes; the geometry "
+        "given here may change norm_num_groups), with a fresh optimiser and schedule",
+    )
     # geometry: f4 (two downsamples), 8 latent channels, no mid-block attention; see docs/default-model.md.
     # ch_mult starts and ends at 2: with 32 channels GroupNorm(32) is a per-channel instance norm, and the
     # norm before each conv_out would erase every channel's mean, i.e. the image's (latent's) global colour.
@@ -313,7 +320,16 @@ def train(args) -> int:
     config = build_config(geometry)
 
     model = AutoencoderKL(config).to(device).train()
-    if resumed is None:
+    step, history = 0, []
+    commands: list[str] = []  # every invocation that built this checkpoint, in order (parent runs first)
+    parent_steps = 0  # optimiser steps of the run the weights came from (--init-from)
+    if resumed is None and args.init_from is not None:
+        parent = torch.load(args.init_from, map_location="cpu", weights_only=False)  # our own run file
+        model.load_state_dict(parent["model"])
+        parent_steps = parent.get("parent_steps", 0) + parent["step"]
+        commands = parent.get("commands") or [_command_from_args(parent["args"])]
+        log(f"initialised from {args.init_from} (step {parent['step']}, geometry {parent['geometry']})")
+    elif resumed is None:
         init_posterior_logvar(model, args.init_logvar)
         init_group_offsets(model, args.init_offset)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
@@ -321,8 +337,6 @@ def train(args) -> int:
     disc_opt = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9)) if disc is not None else None
     sampler = training_sampler(args)
     noise = torch.Generator(device=device).manual_seed(args.seed + 1)  # posterior samples
-    step, history = 0, []
-    commands: list[str] = []  # every invocation that built this checkpoint, in order
 
     if resumed is not None:
         model.load_state_dict(resumed["model"])
@@ -335,6 +349,7 @@ def train(args) -> int:
         torch.set_rng_state(resumed["torch_rng"])
         step, history = resumed["step"], resumed["history"]
         commands = resumed.get("commands") or [_command_from_args(resumed["args"])]
+        parent_steps = resumed.get("parent_steps", 0)
         log(f"resumed from {ckpt_path} at step {step}")
 
     def checkpoint() -> None:
@@ -352,6 +367,7 @@ def train(args) -> int:
                 "torch_rng": torch.get_rng_state(),
                 "history": history,
                 "commands": commands,
+                "parent_steps": parent_steps,
                 "args": {k: str(v) for k, v in vars(args).items()},
             },
         )
@@ -415,7 +431,7 @@ def train(args) -> int:
             log(f"held-out PSNR reached --stop-at-psnr {args.stop_at_psnr}: stopping at step {step}")
             break
 
-    export(model, config, sampler, step, history, commands, args, device)
+    export(model, config, sampler, parent_steps + step, history, commands, args, device)
     return 0
 
 

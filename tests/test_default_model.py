@@ -138,3 +138,22 @@ def test_training_with_patchgan_resumes_exactly(tmp_path):
         assert a[key].keys() == b[key].keys()
         for name, tensor in a[key].items():
             torch.testing.assert_close(tensor, b[key][name], rtol=0, atol=0, msg=f"{key}.{name} differs after resume")
+
+
+def test_init_from_carries_weights_into_a_new_geometry_and_records_the_chain(tmp_path):
+    """--init-from starts a run from another run's weights (here: regrouping the GroupNorms, as the
+    shipped model was made), with a fresh schedule; the export counts and records both runs."""
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    _train(parent, "--steps", "2", "--norm-num-groups", "32")
+    log = _train(child, "--steps", "1", "--lr", "0", "--lr-final", "0", "--warmup", "0", "--init-from", str(parent / "checkpoint.pt"), "--norm-num-groups", "8").stdout
+    assert "initialised from" in log
+    a, b = _checkpoint(parent), _checkpoint(child)
+    assert b["geometry"]["norm_num_groups"] == 8 and a["geometry"]["norm_num_groups"] == 32
+    for name, tensor in a["model"].items():  # lr 0: one step leaves the carried weights as they were
+        torch.testing.assert_close(b["model"][name], tensor, rtol=0, atol=0, msg=name)
+    vae = load_vae(weights=child / "vaecli-default.safetensors", device="cpu")
+    assert vae.config.norm_num_groups == 8 and vae.encoder.norm_out.num_groups == 8
+    meta = read_metadata(child / "vaecli-default.safetensors")
+    assert meta["training_steps"] == "3"
+    invocations = json.loads(meta["training_invocations"])
+    assert len(invocations) == 2 and "--norm-num-groups 32" in invocations[0] and "--init-from" in invocations[1]

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import download, registry
+from .. import registry
 from ..errors import EXIT_OK, EXIT_SOME_FAILED, DownloadError, VaecliError
 
 
@@ -53,6 +53,8 @@ def fetch_weights(
 
     Examples:  vaecli fetch-weights sd-vae-ft-mse    vaecli fetch-weights vgg_lpips vgg16 --print-path
     """
+    from .. import download  # requests costs ~0.1 s of start-up: only this command pays it
+
     entries = _entries(names or [], all_, url, sha256, name)
     explicit_token = token
     token = token or os.environ.get("HF_TOKEN") or None
