@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from vaecli.checkpoints import diffusers_vae_kwargs, load_weights
+from vaecli.commands.options import parse_bytes
 from vaecli.config import VAEConfig, load_config, shipped_config
 from vaecli import metrics
 from vaecli.device import DTYPES
@@ -148,17 +149,19 @@ def _cpu_peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[int, str]:
-    """(bytes, what was measured) of one call of `fn`."""
+def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[int, str, float]:
+    """(bytes, what was measured, seconds) of one call of `fn`."""
     if device.type == "cuda":
         sync(device)
         torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
         fn()
         sync(device)
-        return torch.cuda.max_memory_allocated(device), "cuda max_memory_allocated"
+        return torch.cuda.max_memory_allocated(device), "cuda max_memory_allocated", time.perf_counter() - t0
     exact = _reset_cpu_peak()
+    t0 = time.perf_counter()
     fn()
-    return _cpu_peak_bytes(), "peak RSS" if exact else "peak RSS since start (clear_refs unavailable)"
+    return _cpu_peak_bytes(), "peak RSS" if exact else "peak RSS since start (clear_refs unavailable)", time.perf_counter() - t0
 
 
 def count_flops(model: AutoencoderKL, mode: str, shape: tuple[int, ...]) -> int:
@@ -225,7 +228,7 @@ def bench_speed(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> li
                         row[f"{n}_s"] = t
                         row[f"{n}_img_per_s"] = bs / t
                         row[f"{n}_tflops"] = flops / t / 1e12
-                        row[f"{n}_peak_bytes"], row["memory_measure"] = mem[n]
+                        row[f"{n}_peak_bytes"], row["memory_measure"], _ = mem[n]
                     if "diffusers_s" in row:
                         row["speedup_vs_diffusers"] = row["diffusers_s"] / row["vaecli_s"]
                     rows.append(row)
@@ -271,7 +274,7 @@ def bench_tiled(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> li
             ours, ref = build_pair(cfg, device, dtype, args.seed, workdir)
         for size in args.sizes:
             z = tiled_latent(ours, args.image, size, device, dtype)
-            fns = {"vaecli_tiled": lambda: tiled_decode(ours, z, tile_size=args.tile_size)}
+            fns = {"vaecli_tiled": lambda: tiled_decode(ours, z, tile_size=args.tile_size, storage_budget=args.storage_budget)}
             if ref is not None:  # diffusers tiles with the same tile side (its default overlap, 25%)
                 ref.enable_tiling()
                 ref.tile_sample_min_size = args.tile_size
@@ -280,14 +283,16 @@ def bench_tiled(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> li
             if not args.no_untiled:
                 fns["vaecli_untiled"] = lambda: ours.decode(z)
             row = {"mode": "tiled-decode", "size": size, "dtype": dname, "device": str(device), "tile_size": args.tile_size}
+            row["storage_budget"] = args.storage_budget
             with torch.inference_mode():
-                med = interleaved_medians(fns, device, args.warmup, args.repeats)
+                # --repeats 0: one call each gives both time and peak (for sizes too slow to repeat)
+                med = interleaved_medians(fns, device, args.warmup, args.repeats) if args.repeats > 0 else {}
                 outs = {}
                 for n, fn in fns.items():
                     holder = {}
-                    row[f"{n}_peak_bytes"], row["memory_measure"] = peak_memory(lambda: holder.setdefault("y", fn()), device)
+                    row[f"{n}_peak_bytes"], row["memory_measure"], once = peak_memory(lambda: holder.setdefault("y", fn()), device)
                     outs[n] = holder["y"].cpu()
-                    row[f"{n}_s"] = med[n]
+                    row[f"{n}_s"] = med.get(n, once)
             if "vaecli_untiled" in outs:
                 for n in outs:
                     if n != "vaecli_untiled":
@@ -423,7 +428,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
     p.add_argument("--dtypes", nargs="+", default=["fp32"], choices=sorted(DTYPES))
     p.add_argument("--modes", nargs="+", default=["encode", "decode"], choices=["encode", "decode"])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed calls (0 with --tiled: time the one peak-memory call)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--channels-last", action="store_true", help="both models and inputs in channels_last")
     p.add_argument("--compile", action="store_true", help="torch.compile both (compile time excluded: it is in warm-up)")
@@ -431,6 +436,12 @@ def parse_args(argv=None):
     p.add_argument("--tiled", action="store_true", help="tiled decode: vaecli exact tiling vs diffusers enable_tiling()")
     p.add_argument("--tile-size", type=int, default=512, help="vaecli tile side in pixels (--tiled)")
     p.add_argument("--no-untiled", action="store_true", help="--tiled: skip the untiled reference (too big)")
+    p.add_argument(
+        "--storage-budget",
+        type=parse_bytes,
+        default=None,
+        help="--tiled: bytes of whole activations vaecli may keep (e.g. 6G); larger ones are recomputed",
+    )
     p.add_argument("--weights", type=Path, default=None, help="--tiled: a trained vaecli weights file instead of random weights")
     p.add_argument("--image", default=None, help="--tiled: decode this photo's latent (a path, or `astronaut`) instead of noise")
     p.add_argument("--layers", action="store_true", help="layer-level A/B: channels_last ResnetBlock, sub-pixel upsample")

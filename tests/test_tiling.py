@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+from vaecli import tiling
 from vaecli.config import VAEConfig
 from vaecli.tiling import (
     decode_auto,
@@ -79,6 +82,46 @@ def test_tiled_decode_equals_untiled(vae, height, width, tile):
         got = tiled_decode(vae, z, tile)
     assert got.shape == want.shape
     assert _rel_err(got, want) < 1e-5
+
+
+def _storage_decisions(monkeypatch) -> list[tuple[int, bool]]:
+    """(bytes, stored?) of every activation whose storage the runner decides by the budget from now on."""
+    decisions: list[tuple[int, bool]] = []
+    real_produce = tiling._TiledRunner._produce
+
+    def recording_produce(self, shape, dtype, producer, *, store=None):
+        act = real_produce(self, shape, dtype, producer, store=store)
+        if store is None:
+            decisions.append((math.prod(shape) * torch.empty((), dtype=dtype).element_size(), act.tensor is not None))
+        return act
+
+    monkeypatch.setattr(tiling._TiledRunner, "_produce", recording_produce)
+    return decisions
+
+
+# (budget as a fraction of the widest activation's share, height, width): 0.3 recomputes the
+# full-resolution activations; 0 recomputes all of them, whose cost grows with the square of the
+# depth, so on a smaller image
+@pytest.mark.parametrize("budget_fraction,height,width", [(0.3, 37, 53), (0.0, 19, 26)])
+def test_activations_over_the_storage_budget_are_recomputed_exactly(vae, monkeypatch, budget_fraction, height, width):
+    """Over the budget, activations are recomputed tile by tile instead of stored: same result,
+    nothing stored above the limit."""
+    x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.inference_mode():
+        want = vae.encode(x)
+        want_px = vae.decode(want.mean)
+    widest = 64 * height * width * 4  # bytes of the widest full-resolution activation (64 channels, fp32)
+    budget = max(1, int(widest * tiling.STORED_LIVE * budget_fraction))
+    decisions = _storage_decisions(monkeypatch)
+    with torch.inference_mode():
+        got = tiled_encode(vae, x, 16, storage_budget=budget)
+        got_px = tiled_decode(vae, want.mean, 16, storage_budget=budget)
+    assert _rel_err(got.parameters, want.parameters) < 1e-5
+    assert _rel_err(got_px, want_px) < 1e-5
+    limit = budget // tiling.STORED_LIVE
+    assert all(stored == (size <= limit) for size, stored in decisions), (decisions, limit)
+    recomputed = [size for size, stored in decisions if not stored]
+    assert recomputed and (budget_fraction == 0 or len(recomputed) < len(decisions))
 
 
 def test_per_level_attention_and_batches(vae_level_attn):

@@ -12,7 +12,13 @@ layer by layer over the whole activation, one tile at a time:
 - GroupNorm statistics are accumulated over all tiles while the layer before writes them (per-tile
   mean and M2, merged in float64), and applied, fused with Swish, when the next conv reads its tile;
 - attention (the mid block, and the per-level attention of kl-f16/f32) runs over the whole tensor:
-  it sits at latent size, where the whole tensor is small.
+  it sits at latent size, where the whole tensor is small;
+- an activation larger than the storage budget allows (a third of `storage_budget`: by default
+  the `--max-memory` budget on CPU, else half of MemAvailable) is not stored at all: it is kept as
+  the recipe for any window of it, recomputed from the last stored activation when a later layer
+  reads that window. Its GroupNorm statistics take one extra pass over its tiles. An 8192x8192
+  decode thus needs only the latent-level activations and the output image in RAM, at the cost of
+  recomputing the full-resolution layers once per GroupNorm that follows them.
 
 So tiled == untiled up to float reassociation, for any size, not only multiples of the tile.
 
@@ -23,6 +29,7 @@ budget (`max_memory`, default from free device memory), and retried tiled on an 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +44,7 @@ from .vae import AutoencoderKL
 DEFAULT_TILE_SIZE = 512  # tile side in image pixels; each layer's tile covers the same image region
 MIN_TILE = 16  # smallest tile side at any layer, so low-resolution layers are not cut into slivers
 ACTIVATION_COPIES = 4  # live full-size tensors at the widest layer of an untiled pass (x, norm, act, conv out)
+STORED_LIVE = 3  # whole activations a tiled pass keeps at once: a block's input, inner and output
 CPU_BUDGET_FRACTION = 0.5  # of MemAvailable: the rest is for the OS, the other processes and the outputs
 CUDA_BUDGET_FRACTION = 0.9  # of free device memory: cuDNN workspaces and the allocator's slack need the rest
 
@@ -73,10 +81,20 @@ class _GroupStats:
 
 @dataclass
 class _Activation:
-    """One whole activation on the storage device, with its GroupNorm statistics (None if C is not a multiple of the groups)."""
+    """One whole activation: stored on the storage device, or recomputed tile by tile on demand.
 
-    tensor: torch.Tensor
-    stats: _GroupStats | None
+    A stored activation holds `tensor` and gets its GroupNorm statistics as its tiles are written.
+    One that would not fit the host-memory budget is kept as a `producer` instead, a function from a
+    (rows, cols) window to that window's values, computed from the activations before it; its
+    statistics take one pass over all its tiles, when a GroupNorm first needs them.
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    stats: _GroupStats | None  # None if C is not a multiple of the groups (never normalised)
+    tensor: torch.Tensor | None = None
+    producer: Callable[[slice, slice], torch.Tensor] | None = None
+    stats_ready: bool = False
 
 
 # ---------------------------------------------------------------- the layer-by-layer runner
@@ -85,20 +103,34 @@ class _Activation:
 class _TiledRunner:
     """Runs convolutions, ResnetBlocks and resampling of an Encoder/Decoder tile by tile."""
 
-    def __init__(self, compute: torch.device, storage: torch.device, image_height: int, tile_size: int, num_groups: int):
+    def __init__(
+        self,
+        compute: torch.device,
+        storage: torch.device,
+        image_height: int,
+        tile_size: int,
+        num_groups: int,
+        store_limit: int | None = None,
+    ):
         self.compute = compute
-        self.num_groups = num_groups
         self.storage = storage
         self.image_height = image_height
         self.tile_size = tile_size
+        self.num_groups = num_groups
+        self.store_limit = store_limit  # bytes: larger activations are recomputed, not stored (None: store all)
         self.pin = storage.type == "cpu" and compute.type == "cuda"
 
     # -- storage
 
+    def _stats(self, shape) -> _GroupStats | None:
+        return _GroupStats(shape[0], self.num_groups, self.compute) if shape[1] % self.num_groups == 0 else None
+
+    def _fits(self, shape, dtype) -> bool:
+        return self.store_limit is None or math.prod(shape) * torch.empty((), dtype=dtype).element_size() <= self.store_limit
+
     def _empty(self, shape, dtype) -> _Activation:
         tensor = torch.empty(shape, dtype=dtype, device=self.storage, pin_memory=self.pin)
-        stats = _GroupStats(shape[0], self.num_groups, self.compute) if shape[1] % self.num_groups == 0 else None
-        return _Activation(tensor, stats)
+        return _Activation(tuple(shape), dtype, self._stats(shape), tensor=tensor, stats_ready=True)
 
     def _write(self, dst: _Activation, rows: slice, cols: slice, tile: torch.Tensor) -> None:
         if dst.stats is not None:
@@ -107,11 +139,42 @@ class _TiledRunner:
         # non-contiguous slice is gathered on the host before its upload), so it must have landed
         dst.tensor[:, :, rows, cols].copy_(tile)
 
+    def _produce(self, shape, dtype, producer, *, store: bool | None = None) -> _Activation:
+        """Store the activation tile by tile when it fits the budget (or `store` says so), else keep
+        `producer` to recompute its tiles on demand."""
+        if store is None:
+            store = self._fits(shape, dtype)
+        if not store:
+            return _Activation(tuple(shape), dtype, self._stats(shape), producer=producer)
+        dst = self._empty(shape, dtype)
+        for rows, cols in self._tiles(*shape[-2:]):
+            self._write(dst, rows, cols, producer(rows, cols))
+        return dst
+
+    def _read(self, src: _Activation, rows: slice, cols: slice) -> torch.Tensor:
+        if src.tensor is not None:
+            return src.tensor[:, :, rows, cols].to(self.compute, non_blocking=self.pin)
+        return src.producer(rows, cols)
+
+    def _ready_stats(self, src: _Activation) -> _GroupStats:
+        """The activation's GroupNorm statistics; for a recomputed one, one pass over its tiles."""
+        if not src.stats_ready:
+            for rows, cols in self._tiles(*src.shape[-2:]):
+                src.stats.add(src.producer(rows, cols))
+            src.stats_ready = True
+        return src.stats
+
     def whole(self, tensor: torch.Tensor) -> _Activation:
         """Store a whole tensor (the input, or the output of a whole-tensor block)."""
         act = self._empty(tensor.shape, tensor.dtype)
-        self._write(act, slice(None), slice(None), tensor.to(self.compute))
+        self._write(act, slice(None), slice(None), tensor)
         return act
+
+    def stored(self, src: _Activation) -> torch.Tensor:
+        """The whole tensor on the compute device, computing a recomputed activation's tiles once."""
+        if src.tensor is None:
+            src = self._produce(src.shape, src.dtype, src.producer, store=True)
+        return src.tensor.to(self.compute)
 
     def _tiles(self, height: int, width: int):
         """(rows, cols) slices covering (height, width); the side shrinks with the layer's resolution."""
@@ -135,15 +198,15 @@ class _TiledRunner:
     def _window(self, src: _Activation, r0: int, r1: int, c0: int, c1: int, *, norm=None, up=False) -> torch.Tensor:
         """Rows [r0, r1) and cols [c0, c1) of the conv's input (normalised, x2-upsampled when asked),
         with zeros outside the image exactly where the whole-image pass pads."""
-        h, w = src.tensor.shape[-2:]
+        h, w = src.shape[-2:]
         scale = 2 if up else 1
         vr0, vr1 = max(r0, 0), min(r1, h * scale)
         vc0, vc1 = max(c0, 0), min(c1, w * scale)
         sr0, sr1 = vr0 // scale, (vr1 - 1) // scale + 1  # source rows under the valid window
         sc0, sc1 = vc0 // scale, (vc1 - 1) // scale + 1
-        t = src.tensor[:, :, sr0:sr1, sc0:sc1].to(self.compute, non_blocking=self.pin)
+        t = self._read(src, slice(sr0, sr1), slice(sc0, sc1))
         if norm is not None:
-            t = self._normalize_swish(t, src.stats, norm)
+            t = self._normalize_swish(t, self._ready_stats(src), norm)
         if up:  # nearest x2, then crop to the valid window
             t = F.interpolate(t, scale_factor=2.0, mode="nearest")
             t = t[:, :, vr0 - 2 * sr0 : vr1 - 2 * sr0, vc0 - 2 * sc0 : vc1 - 2 * sc0]
@@ -161,19 +224,20 @@ class _TiledRunner:
 
     # -- layers
 
-    def conv(self, src: _Activation, conv: nn.Conv2d, *, norm=None, up=False, down=False) -> _Activation:
+    def conv(self, src: _Activation, conv: nn.Conv2d, *, norm=None, up=False, down=False, store: bool | None = None) -> _Activation:
         """One conv (optionally after GroupNorm+Swish, a nearest x2 upsample, or as a Downsample)."""
-        b, _, h, w = src.tensor.shape
+        b, _, h, w = src.shape
         if up:
             h, w = 2 * h, 2 * w
         if down:  # Downsample: zero pad right and bottom by one, 3x3 stride 2, no other padding
             pad, (h, w) = (0, 0), ((h - 2) // 2 + 1, (w - 2) // 2 + 1)
         else:
             pad = conv.padding
-        dst = self._empty((b, conv.out_channels, h, w), src.tensor.dtype)
-        for rows, cols in self._tiles(h, w):
-            self._write(dst, rows, cols, self._conv_tile(src, conv, pad, rows, cols, norm=norm, up=up))
-        return dst
+
+        def produce(rows: slice, cols: slice) -> torch.Tensor:
+            return self._conv_tile(src, conv, pad, rows, cols, norm=norm, up=up)
+
+        return self._produce((b, conv.out_channels, h, w), src.dtype, produce, store=store)
 
     def resnet(self, x: _Activation, block: ResnetBlock) -> _Activation:
         """x + conv2(swish(norm2(conv1(swish(norm1(x)))))), the shortcut applied to x where channels change."""
@@ -181,22 +245,24 @@ class _TiledRunner:
         shortcut = None
         if block.in_channels != block.out_channels:
             shortcut = block.conv_shortcut if block.use_conv_shortcut else block.nin_shortcut
-        # identity shortcut: each output pixel reads only its own x pixel, so write over x in place
-        dst = x if shortcut is None else self._empty((*x.tensor.shape[:1], block.out_channels, *x.tensor.shape[2:]), x.tensor.dtype)
-        if dst is x and x.stats is not None:
-            x.stats = _GroupStats(x.stats.mean.shape[0], self.num_groups, self.compute)
-        for rows, cols in self._tiles(*h.tensor.shape[-2:]):
+
+        def produce(rows: slice, cols: slice) -> torch.Tensor:
             out = self._conv_tile(h, block.conv2, block.conv2.padding, rows, cols, norm=block.norm2)
-            if shortcut is None:
-                res = x.tensor[:, :, rows, cols].to(self.compute, non_blocking=self.pin)
-            else:
-                res = self._conv_tile(x, shortcut, shortcut.padding, rows, cols)
-            self._write(dst, rows, cols, res + out)
-        return dst
+            res = self._read(x, rows, cols) if shortcut is None else self._conv_tile(x, shortcut, shortcut.padding, rows, cols)
+            return res + out
+
+        if shortcut is None and x.tensor is not None and h.tensor is not None:
+            # identity shortcut, both inputs stored: each output pixel reads only its own x pixel
+            # (h is already computed), so write over x in place instead of storing a third tensor
+            x.stats = self._stats(x.shape)
+            for rows, cols in self._tiles(*x.shape[-2:]):
+                self._write(x, rows, cols, produce(rows, cols))
+            return x
+        return self._produce((x.shape[0], block.out_channels, *x.shape[2:]), x.dtype, produce)
 
     def attention(self, src: _Activation, block: nn.Module) -> _Activation:
         """A whole-tensor block (attention over every position): run it once, untiled."""
-        return self.whole(block(src.tensor.to(self.compute)))
+        return self.whole(block(self.stored(src)))
 
 
 # ---------------------------------------------------------------- public API
@@ -209,6 +275,14 @@ def _devices(vae: AutoencoderKL, offload: bool | None) -> tuple[torch.device, to
     return compute, torch.device("cpu") if offload else compute
 
 
+def _store_limit(storage: torch.device, budget: int | None) -> int:
+    """Largest activation to store: a third of the budget, for the input, the output and a
+    ResnetBlock's inner activation live at once (on CUDA storage: all of free memory's budget)."""
+    if budget is None:
+        budget = _max_memory if _max_memory is not None and storage.type == "cpu" else memory_budget(storage)
+    return budget // STORED_LIVE
+
+
 def _check_supported(module: nn.Module) -> None:
     if getattr(module, "give_pre_end", False):
         raise ValueError("tiled decode of a Decoder with give_pre_end is not supported")
@@ -218,16 +292,25 @@ def _check_supported(module: nn.Module) -> None:
 
 
 @torch.inference_mode()
-def tiled_encode(vae: AutoencoderKL, x: torch.Tensor, tile_size: int = DEFAULT_TILE_SIZE, *, offload: bool | None = None) -> DiagonalGaussianDistribution:
+def tiled_encode(
+    vae: AutoencoderKL,
+    x: torch.Tensor,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    *,
+    offload: bool | None = None,
+    storage_budget: int | None = None,
+) -> DiagonalGaussianDistribution:
     """vae.encode(x), computed tile by tile: same posterior, bounded working set (see module doc).
 
     x: (B, 3, H, W) in [-1, 1], any H and W. offload: keep whole activations in host RAM (default on
     CUDA), so device memory is bounded by the tile; on CPU they stay where they are.
+    storage_budget: bytes of stored activations (default: `storage_budget_default`); larger ones are
+    recomputed tile by tile instead, which bounds memory for any size at the cost of compute.
     """
     enc = vae.encoder
     _check_supported(enc)
     compute, storage = _devices(vae, offload)
-    run = _TiledRunner(compute, storage, x.shape[-2], tile_size, vae.config.norm_num_groups)
+    run = _TiledRunner(compute, storage, x.shape[-2], tile_size, vae.config.norm_num_groups, _store_limit(storage, storage_budget))
     h = run.conv(run.whole(x), enc.conv_in)
     for i_level in range(enc.num_resolutions):
         down = enc.down[i_level]
@@ -240,17 +323,25 @@ def tiled_encode(vae: AutoencoderKL, x: torch.Tensor, tile_size: int = DEFAULT_T
     h = run.resnet(h, enc.mid.block_1)
     h = run.attention(h, enc.mid.attn_1)
     h = run.resnet(h, enc.mid.block_2)
-    moments = run.conv(h, enc.conv_out, norm=enc.norm_out).tensor.to(compute)  # (B, 2*z, h, w): latent-sized
+    moments = run.conv(h, enc.conv_out, norm=enc.norm_out, store=True).tensor.to(compute)  # (B, 2*z, h, w): latent-sized
     if vae.quant_conv is not None:
         moments = vae.quant_conv(moments)
     return DiagonalGaussianDistribution(moments.to(x.device))
 
 
 @torch.inference_mode()
-def tiled_decode(vae: AutoencoderKL, z: torch.Tensor, tile_size: int = DEFAULT_TILE_SIZE, *, offload: bool | None = None) -> torch.Tensor:
+def tiled_decode(
+    vae: AutoencoderKL,
+    z: torch.Tensor,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    *,
+    offload: bool | None = None,
+    storage_budget: int | None = None,
+) -> torch.Tensor:
     """vae.decode(z), computed tile by tile: same pixels, bounded working set (see module doc).
 
     z: raw latents (B, C, h, w), any h and w; returns (B, 3, h*f, w*f) on z's device.
+    offload and storage_budget: as for `tiled_encode`.
     """
     dec = vae.decoder
     _check_supported(dec)
@@ -258,7 +349,9 @@ def tiled_decode(vae: AutoencoderKL, z: torch.Tensor, tile_size: int = DEFAULT_T
     z = z.to(compute)
     if vae.post_quant_conv is not None:
         z = vae.post_quant_conv(z)  # 1x1 at latent size: whole
-    run = _TiledRunner(compute, storage, z.shape[-2] * vae.downsample_factor, tile_size, vae.config.norm_num_groups)
+    run = _TiledRunner(
+        compute, storage, z.shape[-2] * vae.downsample_factor, tile_size, vae.config.norm_num_groups, _store_limit(storage, storage_budget)
+    )
     h = run.conv(run.whole(z), dec.conv_in)
     h = run.resnet(h, dec.mid.block_1)
     h = run.attention(h, dec.mid.attn_1)
@@ -271,7 +364,7 @@ def tiled_decode(vae: AutoencoderKL, z: torch.Tensor, tile_size: int = DEFAULT_T
                 h = run.attention(h, up.attn[i_block])
         if i_level != 0:
             h = run.conv(h, up.upsample.conv, up=True)
-    out = run.conv(h, dec.conv_out, norm=dec.norm_out).tensor
+    out = run.conv(h, dec.conv_out, norm=dec.norm_out, store=True).tensor
     if dec.tanh_out:
         out = torch.tanh(out)
     return out.to(z.device)
