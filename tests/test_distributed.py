@@ -28,24 +28,45 @@ def _encode(args, env_extra=None):
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_torchrun_two_cpu_ranks_match_one_process(tmp_path, tiny_weights):
-    src = tmp_path / "in"
-    (src / "sub").mkdir(parents=True)
-    names = ["a.png", "b.png", "sub/c.png", "sub/d.png", "e.png"]
-    for i, name in enumerate(names):  # two sizes, so batches group differently per rank
-        rng = np.random.default_rng(i)
-        Image.fromarray(rng.integers(0, 256, (20 + 4 * (i % 2), 28, 3), dtype=np.uint8)).save(src / name)
-    common = ["encode", str(src), "--weights", str(tiny_weights), "--json", "--batch-size", "1", "--device", "cpu"]
-    single = _encode([sys.executable, "-m", "vaecli", *common, "-o", str(tmp_path / "one")])
+NAMES = ["a.png", "b.png", "sub/c.png", "sub/d.png", "e.png"]
+
+
+def _one_and_two_ranks(tmp_path, command: list[str], inputs, tag: str) -> tuple[dict, dict]:
+    """Run `vaecli COMMAND INPUTS ...` once as one process (-o TMP/TAG-one) and once under torchrun with
+    2 CPU ranks (-o TMP/TAG-two); both must succeed; returns their JSON reports."""
+    common = [command[0], str(inputs), *command[1:], "--json", "--batch-size", "1", "--device", "cpu"]
+    single = _encode([sys.executable, "-m", "vaecli", *common, "-o", str(tmp_path / f"{tag}-one")])
     multi = _encode([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                     "-m", "vaecli", *common, "-o", str(tmp_path / "two")])
+                     "-m", "vaecli", *common, "-o", str(tmp_path / f"{tag}-two")])
     assert single.returncode == 0, single.stderr
     assert multi.returncode == 0, multi.stderr
     report = json.loads(multi.stdout)  # one document: only rank 0 reports
-    inputs = [r["input"] for r in report["results"]]
-    assert sorted(inputs) == sorted(str(src / n) for n in names)  # each input exactly once
     assert {r["rank"] for r in report["results"]} == {0, 1}  # both ranks did work
-    assert report["summary"]["ok"] == 5 and report["summary"]["ranks"] == 2
-    for name in names:
+    assert report["summary"]["ok"] == len(NAMES) and report["summary"]["ranks"] == 2
+    return json.loads(single.stdout), report
+
+
+def test_torchrun_two_cpu_ranks_match_one_process(tmp_path, tiny_weights):
+    """encode, then decode and roundtrip of the result, each sharded over 2 ranks: every input done
+    exactly once, outputs and metrics identical to a single process's."""
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for i, name in enumerate(NAMES):  # two sizes, so batches group differently per rank
+        rng = np.random.default_rng(i)
+        Image.fromarray(rng.integers(0, 256, (20 + 4 * (i % 2), 28, 3), dtype=np.uint8)).save(src / name)
+    _, report = _one_and_two_ranks(tmp_path, ["encode", "--weights", str(tiny_weights)], src, "enc")
+    assert sorted(r["input"] for r in report["results"]) == sorted(str(src / n) for n in NAMES)  # each once
+    for name in NAMES:
         out = name.replace(".png", ".safetensors")
-        assert torch.equal(read_latent(tmp_path / "two" / out).tensor, read_latent(tmp_path / "one" / out).tensor)
+        assert torch.equal(read_latent(tmp_path / "enc-two" / out).tensor, read_latent(tmp_path / "enc-one" / out).tensor)
+
+    _, report = _one_and_two_ranks(tmp_path, ["decode"], tmp_path / "enc-one", "dec")
+    assert sorted(r["input"] for r in report["results"]) == sorted(str(tmp_path / "enc-one" / n.replace(".png", ".safetensors")) for n in NAMES)
+    for name in NAMES:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "dec-two" / name)), np.asarray(Image.open(tmp_path / "dec-one" / name)))
+
+    single, report = _one_and_two_ranks(tmp_path, ["roundtrip", "--weights", str(tiny_weights), "--no-lpips"], src, "rt")
+    assert [r["input"] for r in report["results"]] == [r["input"] for r in single["results"]]  # input order restored
+    assert [r["psnr"] for r in report["results"]] == [r["psnr"] for r in single["results"]]
+    assert report["summary"]["mean_psnr"] == single["summary"]["mean_psnr"]
+    assert report["summary"]["mean_ssim"] == single["summary"]["mean_ssim"]

@@ -773,9 +773,13 @@ def roundtrip_files(vae: AutoencoderKL, jobs: list[Job], opts: RoundtripOptions,
         _run_videos(videos, run, lambda j: _roundtrip_video(vae, opts, j, batch_size, run))
     finally:
         results = run.close()
-    summary = run.summary(results)
+    return results, with_metric_means(run.summary(results), results)
+
+
+def with_metric_means(summary: dict, results: list[dict]) -> dict:
+    """`summary` plus mean_psnr/mean_ssim/mean_lpips over the inputs that were measured."""
     for k in ("psnr", "ssim", "lpips"):
         vals = [r[k] for r in results if r.get(k) is not None and r["status"] == "ok"]
         if vals:
             summary[f"mean_{k}"] = sum(vals) / len(vals)
-    return results, summary
+    return summary

@@ -149,6 +149,23 @@ def _size_spec(resize: str | None, center_crop: bool):
         raise typer.BadParameter(str(e), param_hint="--resize") from None
 
 
+def _all_ranks(results: list[dict], summary: dict, world) -> tuple[list[dict], dict] | None:
+    """Single process: (results, summary) unchanged. Under torchrun: on rank 0 every rank's results
+    in input order and their merged summary; on the other ranks None (rank 0 reports for them)."""
+    from ..distributed import gather_results, merged_summary
+
+    if not world.is_distributed:
+        return results, summary
+    merged = gather_results(results, summary["seconds"], world)
+    return None if merged is None else (merged[0], merged_summary(*merged, world))
+
+
+def _exit_code(results: list[dict]) -> int:
+    from ..pipeline import exit_code
+
+    return exit_code(results)
+
+
 # ---------------------------------------------------------------------------------------------------
 # encode
 # ---------------------------------------------------------------------------------------------------
@@ -184,8 +201,8 @@ def encode(
 
     Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """
-    from ..distributed import current_world, gather_results, merged_summary, rank_device, shard
-    from ..pipeline import MEDIA_SUFFIXES, EncodeOptions, encode_files, exit_code, plan_jobs
+    from ..distributed import current_world, rank_device, shard
+    from ..pipeline import MEDIA_SUFFIXES, EncodeOptions, encode_files, plan_jobs
     from ..registry import DEFAULT_MODEL
 
     size = _size_spec(resize, center_crop)
@@ -208,12 +225,10 @@ def encode(
         )
         with Reporter(len(jobs), "encode", json_, quiet or not world.reports) as report:
             results, summary = encode_files(vae, jobs, opts, on_result=report)
-    merged = gather_results(results, summary["seconds"], world)
+    merged = _all_ranks(results, summary, world)
     if merged is None:  # not rank 0: rank 0 reports for everyone
-        return exit_code(results)
-    if world.is_distributed:
-        results, summary = merged[0], merged_summary(*merged, world)
-    return emit(results, summary, "encoded", json_, quiet)
+        return _exit_code(results)
+    return emit(*merged, "encoded", json_, quiet)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,9 +267,12 @@ def decode(
     """
     import functools
 
+    from ..distributed import current_world, rank_device, shard
     from ..io.latents import LATENT_SUFFIXES
     from ..pipeline import DecodeOptions, ModelSource, decode_files, plan_jobs
 
+    world = current_world()  # under torchrun: this rank's share of the inputs, rank 0 reports
+    device = rank_device(device, world)
     with plain_warnings():
         _set_max_memory(max_memory)
         given = _load(model, config, weights, device, dtype, allow_pickle) if (model or config or weights) else None
@@ -262,7 +280,7 @@ def decode(
 
         models = ModelSource(given, functools.partial(load_vae, device=device, dtype=dtype.value, allow_pickle=allow_pickle))
         suffix = f".{fmt.value}" if output is not None else f".decoded.{fmt.value}"
-        jobs = plan_jobs(latents, LATENT_SUFFIXES, output, lambda p: suffix)
+        jobs = shard(plan_jobs(latents, LATENT_SUFFIXES, output, lambda p: suffix), world)
         opts = DecodeOptions(
             fmt=fmt.value,
             video_format=None if video_format is None else video_format.value,
@@ -270,9 +288,12 @@ def decode(
             overwrite=overwrite,
             batch_size=batch_size,
         )
-        with Reporter(len(jobs), "decode", json_, quiet) as report:
+        with Reporter(len(jobs), "decode", json_, quiet or not world.reports) as report:
             results, summary = decode_files(models, jobs, opts, on_result=report)
-    return emit(results, summary, "decoded", json_, quiet)
+    merged = _all_ranks(results, summary, world)
+    if merged is None:
+        return _exit_code(results)
+    return emit(*merged, "decoded", json_, quiet)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -368,28 +389,32 @@ def roundtrip(
 
     Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """
-    from ..pipeline import MEDIA_SUFFIXES, EncodeOptions, RoundtripOptions, plan_jobs, roundtrip_files
+    from ..distributed import current_world, rank_device, shard
+    from ..pipeline import MEDIA_SUFFIXES, EncodeOptions, RoundtripOptions, plan_jobs, roundtrip_files, with_metric_means
 
     if compare and output is None:
         raise typer.BadParameter("--compare needs -o/--output to say where the images go", param_hint="--compare")
     if report is not None and report.suffix.lower() not in (".csv", ".json"):
         raise typer.BadParameter(f"{report}: use a .csv or .json file", param_hint="--report")
     size = _size_spec(resize, center_crop)
+    world = current_world()  # under torchrun: this rank's share of the inputs, rank 0 reports
     with plain_warnings():
         _set_max_memory(max_memory)
-        vae = _load(model, config, weights, device, dtype, allow_pickle)
-        jobs = plan_jobs(inputs, MEDIA_SUFFIXES, output, lambda p: ".png" if output is not None else None)
+        vae = _load(model, config, weights, rank_device(device, world), dtype, allow_pickle)
+        jobs = shard(plan_jobs(inputs, MEDIA_SUFFIXES, output, lambda p: ".png" if output is not None else None), world)
         eo = EncodeOptions(batch_size=batch_size, size=size, alpha=alpha.value, sample=sample, seed=seed)
         device_of_model = next(vae.parameters()).device
         opts = RoundtripOptions(eo, save=output is not None, compare=compare, lpips=_lpips(device_of_model, not no_lpips, sys.stderr))
-        with Reporter(len(jobs), "roundtrip", json_, quiet) as reporter:
+        with Reporter(len(jobs), "roundtrip", json_, quiet or not world.reports) as reporter:
             results, summary = roundtrip_files(vae, jobs, opts, on_result=reporter)
+    merged = _all_ranks(results, summary, world)
+    if merged is None:
+        return _exit_code(results)
+    results, summary = merged[0], with_metric_means(merged[1], merged[0])
     if report is not None:
         write_report(report, results, summary)
     if json_:
         print_json({"results": results, "summary": summary})
     elif not quiet:
         _table(results, summary)
-    from ..pipeline import exit_code
-
-    return exit_code(results)
+    return _exit_code(results)
