@@ -59,8 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--init-from",
         type=Path,
         default=None,
-        help="start from the model weights of another run's checkpoint.pt (same parameter shapes; the geometry "
-        "given here may change norm_num_groups), with a fresh optimiser and schedule",
+        help="start from the weights another run's checkpoint.pt exports (its EMA when it kept one; same parameter "
+        "shapes: the geometry given here may change norm_num_groups), with a fresh optimiser and schedule",
     )
     # geometry: f4 (two downsamples), 8 latent channels, no mid-block attention; see docs/default-model.md.
     # ch_mult starts and ends at 2: with 32 channels GroupNorm(32) is a per-channel instance norm, and the
@@ -89,6 +89,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "training photos lack (saturated hues, dark backgrounds), which GroupNorm otherwise lets drift",
     )
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="keep an exponential moving average of the weights with this decay (e.g. 0.999); held-out "
+        "metrics and the export then use it (0: off)",
+    )
     p.add_argument("--lr-final", type=float, default=5e-5, help="cosine decay ends here")
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--l1-weight", type=float, default=1.0)
@@ -325,7 +332,7 @@ def train(args) -> int:
     parent_steps = 0  # optimiser steps of the run the weights came from (--init-from)
     if resumed is None and args.init_from is not None:
         parent = torch.load(args.init_from, map_location="cpu", weights_only=False)  # our own run file
-        model.load_state_dict(parent["model"])
+        model.load_state_dict(parent.get("ema") or parent["model"])  # the parent's exported weights
         parent_steps = parent.get("parent_steps", 0) + parent["step"]
         commands = parent.get("commands") or [_command_from_args(parent["args"])]
         log(f"initialised from {args.init_from} (step {parent['step']}, geometry {parent['geometry']})")
@@ -352,6 +359,19 @@ def train(args) -> int:
         parent_steps = resumed.get("parent_steps", 0)
         log(f"resumed from {ckpt_path} at step {step}")
 
+    # the EMA starts from the weights training starts from; a resumed run restores it
+    ema = None
+    if args.ema > 0:
+        ema = resumed["ema"] if resumed is not None and resumed.get("ema") is not None else {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+
+    def averaged() -> AutoencoderKL:
+        """The model to evaluate and export: the EMA weights when --ema, else the live ones."""
+        if ema is None:
+            return model
+        copy = AutoencoderKL(config).to(device).eval()
+        copy.load_state_dict(ema)
+        return copy
+
     def checkpoint() -> None:
         save_checkpoint(
             ckpt_path,
@@ -359,6 +379,7 @@ def train(args) -> int:
                 "step": step,
                 "geometry": geometry,
                 "model": model.state_dict(),
+                "ema": ema,
                 "opt": opt.state_dict(),
                 "disc": disc.state_dict() if disc is not None else None,
                 "disc_opt": disc_opt.state_dict() if disc_opt is not None else None,
@@ -400,6 +421,10 @@ def train(args) -> int:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    ema[k].lerp_(v.float(), 1 - args.ema)
         d_loss = torch.zeros((), device=device)
         if use_gan:
             with autocast:
@@ -421,7 +446,7 @@ def train(args) -> int:
             )
         stop = False
         if step % args.eval_every == 0 or step == args.steps:
-            metrics = evaluate(model, args.eval_size, device)
+            metrics = evaluate(averaged(), args.eval_size, device)
             history.append({"step": step, **metrics["mean"]})
             log(f"held-out step {step}: mean PSNR {metrics['mean']['psnr']:.2f} dB SSIM {metrics['mean']['ssim']:.4f} {json.dumps(metrics['images'])}")
             stop = args.stop_at_psnr is not None and metrics["mean"]["psnr"] >= args.stop_at_psnr
@@ -431,7 +456,7 @@ def train(args) -> int:
             log(f"held-out PSNR reached --stop-at-psnr {args.stop_at_psnr}: stopping at step {step}")
             break
 
-    export(model, config, sampler, parent_steps + step, history, commands, args, device)
+    export(averaged(), config, sampler, parent_steps + step, history, commands, args, device)
     return 0
 
 

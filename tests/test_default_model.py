@@ -123,18 +123,21 @@ def test_training_script_runs_two_steps_and_exports_a_loadable_model(tmp_path):
     assert meta["training_steps"] == "2" and "--steps 2" in meta["training_command"]
 
 
-def test_training_with_patchgan_resumes_exactly(tmp_path):
-    """Two steps, then --resume to three, equals three steps straight: weights, discriminator and all."""
+def test_training_with_patchgan_and_ema_resumes_exactly(tmp_path):
+    """Two steps, then --resume to three, equals three steps straight: weights, EMA, discriminator and all."""
     resumed, straight = tmp_path / "resumed", tmp_path / "straight"
-    _train(resumed, "--steps", "2", "--gan")
+    _train(resumed, "--steps", "2", "--gan", "--ema", "0.5")
     assert _checkpoint(resumed)["step"] == 2
-    log = _train(resumed, "--steps", "3", "--resume", "--gan").stdout
+    log = _train(resumed, "--steps", "3", "--resume", "--gan", "--ema", "0.5").stdout
     assert "resumed from" in log and "at step 2" in log and "step 3/3" in log
     assert " dw " in log  # the adaptive GAN weight was computed
-    _train(straight, "--steps", "3", "--gan")
+    _train(straight, "--steps", "3", "--gan", "--ema", "0.5")
     a, b = _checkpoint(resumed), _checkpoint(straight)
     assert a["step"] == b["step"] == 3
-    for key in ("model", "disc"):
+    # the EMA moved, and is neither the live weights nor the initial ones
+    name = "decoder.conv_out.weight"
+    assert not torch.equal(a["ema"][name], a["model"][name])
+    for key in ("model", "ema", "disc"):
         assert a[key].keys() == b[key].keys()
         for name, tensor in a[key].items():
             torch.testing.assert_close(tensor, b[key][name], rtol=0, atol=0, msg=f"{key}.{name} differs after resume")
