@@ -167,7 +167,7 @@ class _TiledRunner:
     def whole(self, tensor: torch.Tensor) -> _Activation:
         """Store a whole tensor (the input, or the output of a whole-tensor block)."""
         act = self._empty(tensor.shape, tensor.dtype)
-        self._write(act, slice(None), slice(None), tensor)
+        self._write(act, slice(None), slice(None), tensor.to(self.compute))  # statistics live on the compute device
         return act
 
     def stored(self, src: _Activation) -> torch.Tensor:
