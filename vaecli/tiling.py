@@ -304,7 +304,8 @@ def tiled_encode(
 
     x: (B, 3, H, W) in [-1, 1], any H and W. offload: keep whole activations in host RAM (default on
     CUDA), so device memory is bounded by the tile; on CPU they stay where they are.
-    storage_budget: bytes of stored activations (default: `storage_budget_default`); larger ones are
+    storage_budget: bytes of whole activations to keep (default: the `set_max_memory` budget when they
+    are kept in RAM, else `memory_budget` of the storage device); one larger than a third of it is
     recomputed tile by tile instead, which bounds memory for any size at the cost of compute.
     """
     enc = vae.encoder
