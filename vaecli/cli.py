@@ -51,6 +51,9 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """vaecli: latent-diffusion VAEs on the command line."""
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # a command-line run: reuse freed activation memory instead of faulting it in anew
 
 
 INTERRUPTED_MESSAGE = "Interrupted: finished outputs are complete; rerun the same command to do the rest."
