@@ -63,8 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "shapes: the geometry given here may change norm_num_groups), with a fresh optimiser and schedule",
     )
     # geometry: f4 (two downsamples), 8 latent channels, no mid-block attention; see docs/default-model.md.
-    # ch_mult starts and ends at 2: with 32 channels GroupNorm(32) is a per-channel instance norm, and the
-    # norm before each conv_out would erase every channel's mean, i.e. the image's (latent's) global colour.
+    # GroupNorm erases each group's mean and scale: groups of 1-2 channels (32 groups over 32-64 channels)
+    # lose the image's global colour, hence 64 channels at both ends and 8 groups (4-8 channels each).
     p.add_argument("--ch", type=int, default=32)
     p.add_argument("--ch-mult", type=int, nargs="+", default=[2, 1, 2])
     p.add_argument("--num-res-blocks", type=int, default=1)

@@ -92,7 +92,7 @@ def _storage_decisions(monkeypatch) -> list[tuple[int, bool]]:
     def recording_produce(self, shape, dtype, producer, *, store=None):
         act = real_produce(self, shape, dtype, producer, store=store)
         if store is None:
-            decisions.append((math.prod(shape) * torch.empty((), dtype=dtype).element_size(), act.tensor is not None))
+            decisions.append((math.prod(shape) * dtype.itemsize, act.tensor is not None))
         return act
 
     monkeypatch.setattr(tiling._TiledRunner, "_produce", recording_produce)

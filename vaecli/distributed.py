@@ -56,17 +56,20 @@ def rank_device(spec: str, world: World) -> str:
     return spec
 
 
-def gather_results(results: list[dict], seconds: float, world: World) -> tuple[list[dict], float] | None:
-    """On rank 0: every rank's results, in the original input order, each tagged with its rank, and
-    the slowest rank's seconds. On other ranks: None. Single process: the input, unchanged."""
+def gather_report(results: list[dict], summary: dict, world: World) -> tuple[list[dict], dict] | None:
+    """Single process: (results, summary) unchanged. Under torchrun, on rank 0: every rank's results
+    in the original input order, each tagged with its rank, and their summary as a single process
+    reports it (the slowest rank's seconds) plus the number of ranks; on other ranks: None."""
     if not world.is_distributed:
-        return results, seconds
+        return results, summary
     import torch.distributed as dist
+
+    from .pipeline import summarize
 
     dist.init_process_group("gloo", rank=world.rank, world_size=world.size)
     try:
         gathered = [None] * world.size if world.rank == 0 else None
-        dist.gather_object(([dict(r, rank=world.rank) for r in results], seconds), gathered, dst=0)
+        dist.gather_object(([dict(r, rank=world.rank) for r in results], summary["seconds"]), gathered, dst=0)
     finally:
         dist.destroy_process_group()
     if world.rank != 0:
@@ -74,10 +77,4 @@ def gather_results(results: list[dict], seconds: float, world: World) -> tuple[l
     per_rank = [g[0] for g in gathered]
     total = sum(len(p) for p in per_rank)
     merged = [per_rank[i % world.size][i // world.size] for i in range(total)]  # undo the round robin
-    return merged, max(g[1] for g in gathered)
-
-
-def merged_summary(results: list[dict], seconds: float, world: World) -> dict:
-    """The summary of all ranks' results, as a single process reports it, plus the number of ranks."""
-    counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "skipped", "failed")}
-    return {"total": len(results), **counts, "seconds": round(seconds, 3), "ranks": world.size}
+    return merged, dict(summarize(merged, max(g[1] for g in gathered)), ranks=world.size)

@@ -288,8 +288,13 @@ class Run:
         return [j.result for j in self.jobs]
 
     def summary(self, results: list[dict]) -> dict:
-        counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "skipped", "failed")}
-        return {"total": len(results), **counts, "seconds": round(time.monotonic() - self.started, 3)}
+        return summarize(results, time.monotonic() - self.started)
+
+
+def summarize(results: list[dict], seconds: float) -> dict:
+    """The report's summary: how many inputs, how many ok/skipped/failed, and the seconds taken."""
+    counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "skipped", "failed")}
+    return {"total": len(results), **counts, "seconds": round(seconds, 3)}
 
 
 def exit_code(results: list[dict]) -> int:

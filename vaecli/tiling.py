@@ -131,7 +131,7 @@ class _TiledRunner:
         return _GroupStats(shape[0], self.num_groups, self.compute) if shape[1] % self.num_groups == 0 else None
 
     def _fits(self, shape, dtype) -> bool:
-        return self.store_limit is None or math.prod(shape) * torch.empty((), dtype=dtype).element_size() <= self.store_limit
+        return self.store_limit is None or math.prod(shape) * dtype.itemsize <= self.store_limit
 
     def _empty(self, shape, dtype) -> _Activation:
         tensor = torch.empty(shape, dtype=dtype, device=self.storage, pin_memory=self.pin)
@@ -417,7 +417,7 @@ def estimate_memory(vae: AutoencoderKL, shape, dtype: torch.dtype, mode: str, *,
     if mode not in ("encode", "decode"):
         raise ValueError(f"mode must be encode or decode, not {mode!r}")
     b = shape[0]
-    item = torch.empty((), dtype=dtype).element_size()
+    item = dtype.itemsize
     weights = sum(p.numel() for p in vae.parameters()) * item
     height, width = _image_size(vae, shape, mode)
     widest = _widest_activation(vae, height, width)

@@ -149,17 +149,6 @@ def _size_spec(resize: str | None, center_crop: bool):
         raise typer.BadParameter(str(e), param_hint="--resize") from None
 
 
-def _all_ranks(results: list[dict], summary: dict, world) -> tuple[list[dict], dict] | None:
-    """Single process: (results, summary) unchanged. Under torchrun: on rank 0 every rank's results
-    in input order and their merged summary; on the other ranks None (rank 0 reports for them)."""
-    from ..distributed import gather_results, merged_summary
-
-    if not world.is_distributed:
-        return results, summary
-    merged = gather_results(results, summary["seconds"], world)
-    return None if merged is None else (merged[0], merged_summary(*merged, world))
-
-
 def _exit_code(results: list[dict]) -> int:
     from ..pipeline import exit_code
 
@@ -201,7 +190,7 @@ def encode(
 
     Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """
-    from ..distributed import current_world, rank_device, shard
+    from ..distributed import current_world, gather_report, rank_device, shard
     from ..pipeline import MEDIA_SUFFIXES, EncodeOptions, encode_files, plan_jobs
     from ..registry import DEFAULT_MODEL
 
@@ -225,7 +214,7 @@ def encode(
         )
         with Reporter(len(jobs), "encode", json_, quiet or not world.reports) as report:
             results, summary = encode_files(vae, jobs, opts, on_result=report)
-    merged = _all_ranks(results, summary, world)
+    merged = gather_report(results, summary, world)
     if merged is None:  # not rank 0: rank 0 reports for everyone
         return _exit_code(results)
     return emit(*merged, "encoded", json_, quiet)
@@ -267,7 +256,7 @@ def decode(
     """
     import functools
 
-    from ..distributed import current_world, rank_device, shard
+    from ..distributed import current_world, gather_report, rank_device, shard
     from ..io.latents import LATENT_SUFFIXES
     from ..pipeline import DecodeOptions, ModelSource, decode_files, plan_jobs
 
@@ -290,7 +279,7 @@ def decode(
         )
         with Reporter(len(jobs), "decode", json_, quiet or not world.reports) as report:
             results, summary = decode_files(models, jobs, opts, on_result=report)
-    merged = _all_ranks(results, summary, world)
+    merged = gather_report(results, summary, world)
     if merged is None:
         return _exit_code(results)
     return emit(*merged, "decoded", json_, quiet)
@@ -389,7 +378,7 @@ def roundtrip(
 
     Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """
-    from ..distributed import current_world, rank_device, shard
+    from ..distributed import current_world, gather_report, rank_device, shard
     from ..pipeline import MEDIA_SUFFIXES, EncodeOptions, RoundtripOptions, plan_jobs, roundtrip_files, with_metric_means
 
     if compare and output is None:
@@ -407,7 +396,7 @@ def roundtrip(
         opts = RoundtripOptions(eo, save=output is not None, compare=compare, lpips=_lpips(device_of_model, not no_lpips, sys.stderr))
         with Reporter(len(jobs), "roundtrip", json_, quiet or not world.reports) as reporter:
             results, summary = roundtrip_files(vae, jobs, opts, on_result=reporter)
-    merged = _all_ranks(results, summary, world)
+    merged = gather_report(results, summary, world)
     if merged is None:
         return _exit_code(results)
     results, summary = merged[0], with_metric_means(merged[1], merged[0])
