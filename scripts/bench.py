@@ -37,12 +37,13 @@ from pathlib import Path
 
 import torch
 
-from vaecli.checkpoints import diffusers_vae_kwargs, load_weights
-from vaecli.commands.options import parse_bytes
+from vaecli.cli.options import parse_bytes
 from vaecli.config import VAEConfig, load_config, shipped_config
-from vaecli import metrics
-from vaecli.device import DTYPES
-from vaecli.vae import AutoencoderKL
+from vaecli.model import AutoencoderKL
+from vaecli.quality import metrics
+from vaecli.runtime.device import DTYPES
+from vaecli.weights.checkpoints import load_weights
+from vaecli.weights.keymap import diffusers_vae_kwargs
 
 try:
     import diffusers
@@ -178,7 +179,7 @@ def count_flops(model: AutoencoderKL, mode: str, shape: tuple[int, ...]) -> int:
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean PSNR in dB of decoded pixels in [-1, 1], by vaecli.metrics (what `vaecli roundtrip` reports)."""
+    """Mean PSNR in dB of decoded pixels in [-1, 1], by vaecli.quality.metrics (what `vaecli roundtrip` reports)."""
     return float(metrics.psnr(((a.float() + 1) / 2).clamp(0, 1), ((b.float() + 1) / 2).clamp(0, 1)).mean())
 
 
@@ -252,21 +253,20 @@ def tiled_latent(vae, image: str | None, size: int, device, dtype) -> torch.Tens
 
         x = read_image(Path(image))
     x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)
-    from vaecli.tiling import encode_auto
+    from vaecli.runtime.executor import Runner
 
-    with torch.inference_mode():
-        return encode_auto(vae, (x * 2 - 1).to(device, dtype)).mode()
+    return Runner(vae).encode((x * 2 - 1).to(device, dtype)).mode().to(dtype)
 
 
 def bench_tiled(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> list[dict]:
-    from vaecli.tiling import tiled_decode
+    from vaecli.runtime.tiling import tiled_decode
 
     rows = []
     f = cfg.downsample_factor
     for dname in args.dtypes:
         dtype = DTYPES[dname]
         if args.weights is not None:  # a trained model (e.g. the embedded default); no diffusers twin
-            from vaecli.loading import load_vae
+            from vaecli.api import load_vae
 
             ours, ref = load_vae(weights=args.weights, device=device, dtype=dtype), None
             f = ours.downsample_factor
@@ -309,7 +309,7 @@ def bench_e2e(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> list
     import numpy as np
     from PIL import Image
 
-    from vaecli.checkpoints import save_weights
+    from vaecli.weights.checkpoints import save_weights
 
     exe = shutil.which("vaecli")
     if exe is None:
@@ -353,7 +353,7 @@ def bench_layers(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> l
     and nearest-x2 + 3x3 conv vs the sub-pixel form, at the SD decoder's shapes."""
     import torch.nn.functional as F
 
-    from vaecli.nn.autoencoder import ResnetBlock, Upsample
+    from vaecli.model.blocks import ResnetBlock, Upsample
 
     rows = []
     torch.manual_seed(args.seed)

@@ -35,14 +35,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import default_model_data as data  # noqa: E402  (sibling module of this script)
 
-from vaecli.checkpoints import metadata_json, save_weights  # noqa: E402
 from vaecli.config import VAEConfig  # noqa: E402
-from vaecli.device import pick_device  # noqa: E402
 from vaecli.io.atomic import atomic_path  # noqa: E402
 from vaecli.io.images import to_uint8  # noqa: E402
-from vaecli.metrics import psnr, ssim  # noqa: E402
-from vaecli.nn.discriminator import NLayerDiscriminator  # noqa: E402
-from vaecli.vae import AutoencoderKL  # noqa: E402
+from vaecli.model import AutoencoderKL  # noqa: E402
+from vaecli.model.discriminator import NLayerDiscriminator  # noqa: E402
+from vaecli.quality.metrics import psnr, ssim  # noqa: E402
+from vaecli.runtime.device import pick_device  # noqa: E402
+from vaecli.weights.checkpoints import metadata_json, save_weights  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKPOINT = "checkpoint.pt"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaecli.checkpoints import save_weights
 from vaecli.config import VAEConfig
-from vaecli.vae import AutoencoderKL
+from vaecli.model import AutoencoderKL
+from vaecli.weights.checkpoints import save_weights
 
 # Two levels (downsample factor 2), one resnet per level, 32 channels: the smallest model that still
 # has every part of the real architecture (down/upsample, mid attention, quant convs).

@@ -13,8 +13,8 @@ import pytest
 # Its full-resolution activations are 64 MiB, over glibc's largest mmap threshold.
 PROBE = r"""
 import resource, sys, torch
-from vaecli.allocator import keep_freed_memory
-from vaecli.loading import load_vae
+from vaecli.runtime.allocator import keep_freed_memory
+from vaecli.api import load_vae
 applied = keep_freed_memory() if sys.argv[1] == "1" else False
 vae = load_vae(device="cpu")
 x = torch.rand(1, 3, 512, 512) * 2 - 1

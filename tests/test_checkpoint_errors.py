@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vaecli.checkpoints import config_from_weights, load_weights
 from vaecli.errors import CheckpointError
-from vaecli.vae import AutoencoderKL
+from vaecli.model import AutoencoderKL
+from vaecli.weights.checkpoints import config_from_weights, load_weights
 
 
 def _state(model) -> dict[str, torch.Tensor]:

@@ -23,11 +23,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from vaecli.cli import main
+from vaecli.api import load_vae
+from vaecli.cli.app import main
 from vaecli.io.images import pad_to_multiple, read_image
 from vaecli.io.latents import read_latent
-from vaecli.loading import load_vae
-from vaecli.metrics import psnr, ssim
+from vaecli.quality.metrics import psnr, ssim
 
 RESULT_KEYS = {"input", "output", "status", "error"}
 

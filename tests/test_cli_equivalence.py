@@ -15,9 +15,8 @@ from safetensors.torch import save_file
 
 diffusers = pytest.importorskip("diffusers")
 
-from vaecli.cli import main  # noqa: E402
+from vaecli.cli.app import main  # noqa: E402
 from vaecli.io.latents import read_latent  # noqa: E402
-
 
 SCALE = 0.3
 
@@ -87,9 +86,9 @@ def test_encode_equals_diffusers_mode_times_scaling_factor(tmp_path, capsys, dif
 def test_model_flag_loads_cached_registry_weights_and_applies_its_scale(tmp_path):
     """`--model sdxl-vae`: the full SDXL architecture, its weights found in the cache (random weights in
     diffusers layout here: no download in tests), latents = diffusers' mode() * 0.13025 (REFERENCE.md)."""
-    from vaecli import registry
-    from vaecli.checkpoints import diffusers_vae_kwargs
     from vaecli.config import shipped_config
+    from vaecli.weights import registry
+    from vaecli.weights.keymap import diffusers_vae_kwargs
 
     torch.manual_seed(1)
     ref = diffusers.AutoencoderKL(**diffusers_vae_kwargs(shipped_config("sdxl-vae"))).eval()

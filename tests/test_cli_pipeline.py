@@ -8,9 +8,10 @@ import warnings
 import pytest
 import torch
 
+from vaecli.batch.engine import _batched_by_key, expand_inputs, plan_jobs
 from vaecli.config import VAEConfig
-from vaecli.pipeline import _batched_by_key, decode_latents, encode_pixels, expand_inputs, plan_jobs
-from vaecli.vae import AutoencoderKL
+from vaecli.model import AutoencoderKL
+from vaecli.runtime.executor import Runner
 
 
 @pytest.fixture
@@ -35,8 +36,8 @@ def test_fp16_overflow_is_redone_in_fp32_with_a_warning(overflowing_fp16_model):
         want_mean = reference.encode(x).mean
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pixels = decode_latents(m, z)
-        post = encode_pixels(m, x)
+        pixels = Runner(m).decode(z)
+        post = Runner(m).encode(x)
     messages = [str(w.message) for w in caught]
     assert any("decode" in s and "float32" in s for s in messages) and any("encode" in s for s in messages)
     assert pixels.dtype == torch.float32 and torch.isfinite(pixels).all()
@@ -49,7 +50,7 @@ def test_fp32_model_never_warns():
     m = AutoencoderKL(VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, embed_dim=4)).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert decode_latents(m, torch.randn(1, 4, 4, 4)).shape == (1, 3, 8, 8)
+        assert Runner(m).decode(torch.randn(1, 4, 4, 4)).shape == (1, 3, 8, 8)
 
 
 def test_mixed_sizes_keep_full_batches():

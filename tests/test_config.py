@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaecli.checkpoints import diffusers_to_ldm_key, diffusers_vae_kwargs
 from vaecli.config import VAEConfig, load_config, shipped_config, shipped_config_names
 from vaecli.errors import ConfigError
-from vaecli.vae import AutoencoderKL
+from vaecli.model import AutoencoderKL
+from vaecli.weights.keymap import diffusers_to_ldm_key, diffusers_vae_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = shipped_config_names()

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from vaecli import registry
-from vaecli.checkpoints import config_from_weights, read_metadata
-from vaecli.loading import load_vae
+from vaecli.api import load_vae
+from vaecli.weights import registry
+from vaecli.weights.checkpoints import config_from_weights, read_metadata
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = registry.default_weights_path()

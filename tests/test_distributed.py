@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vaecli.distributed import World, shard
+from vaecli.batch.distributed import World, shard
 from vaecli.io.latents import read_latent
 
 

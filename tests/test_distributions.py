@@ -8,7 +8,12 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from vaecli.nn.distributions import LOGVAR_MAX, LOGVAR_MIN, DiagonalGaussianDistribution, normal_kl
+from vaecli.model.distributions import (
+    LOGVAR_MAX,
+    LOGVAR_MIN,
+    DiagonalGaussianDistribution,
+    normal_kl,
+)
 
 
 def _moments(seed: int, shape=(2, 8, 3, 5), dtype=torch.float64) -> torch.Tensor:

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.http_server import Route, TestServer
-from vaecli import download
-from vaecli.cli import main
-from vaecli.download import RetryPolicy, fetch_file
+from vaecli.cli.app import main
 from vaecli.errors import DownloadError, OfflineError
-from vaecli.registry import WeightFile, get_entry
+from vaecli.weights import download
+from vaecli.weights.download import RetryPolicy, fetch_file
+from vaecli.weights.registry import WeightFile, get_entry
 
 FAST = RetryPolicy(retries=3, base_delay=0.01, connect_timeout=5, read_timeout=5)
 TOKEN = "hf_SeCrEtToKeN1234567890"

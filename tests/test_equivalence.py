@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vaecli.checkpoints import diffusers_vae_kwargs, load_weights
 from vaecli.config import VAEConfig
+from vaecli.weights.checkpoints import load_weights
+from vaecli.weights.keymap import diffusers_vae_kwargs
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint  # noqa: E402
@@ -92,8 +93,8 @@ def test_loads_ldm_layout_and_matches(case, tmp_path):
 
 
 def _save_random_ldm(c: VAEConfig, path):
-    from vaecli.checkpoints import save_weights
-    from vaecli.vae import AutoencoderKL
+    from vaecli.model import AutoencoderKL
+    from vaecli.weights.checkpoints import save_weights
 
     model = AutoencoderKL(c)
     with torch.no_grad():

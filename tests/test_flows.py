@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from vaecli.nn.flows import ActNorm, Invertible1x1Conv
+from vaecli.model.flows import ActNorm, Invertible1x1Conv
 
 
 def _skewed(shape, seed=0) -> torch.Tensor:

@@ -8,7 +8,13 @@ import torch
 from PIL import Image
 
 from vaecli.errors import InputError
-from vaecli.io.images import SizeSpec, pad_to_multiple, read_image, resize_and_crop, write_image
+from vaecli.io.images import (
+    SizeSpec,
+    pad_to_multiple,
+    read_image,
+    resize_and_crop,
+    write_image,
+)
 
 
 def test_alpha_is_composited_over_the_chosen_background(tmp_path):

@@ -10,7 +10,15 @@ import torch
 from safetensors.torch import save_file
 
 from vaecli.errors import InputError
-from vaecli.io.latents import Latent, LatentMeta, check_channels, is_fresh, read_latent, source_fingerprint, write_latent
+from vaecli.io.latents import (
+    Latent,
+    LatentMeta,
+    check_channels,
+    is_fresh,
+    read_latent,
+    source_fingerprint,
+    write_latent,
+)
 
 
 def _meta(**kw) -> LatentMeta:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vaecli import download, registry
 from vaecli.errors import CheckpointError, OfflineError
-from vaecli.lpips import LPIPS, load_lpips, vgg16_features
+from vaecli.quality.lpips import LPIPS, load_lpips, vgg16_features
+from vaecli.weights import download, registry
 
 LPIPS_MD5 = "d507d7349b931f0638a25a48a722f98a"  # the seed's MD5_MAP["vgg_lpips"]
 

@@ -10,7 +10,7 @@ import torch
 from skimage import data
 from skimage.metrics import structural_similarity
 
-from vaecli.metrics import psnr, ssim
+from vaecli.quality.metrics import psnr, ssim
 
 
 def _pair(seed: int, h: int = 64, w: int = 80) -> tuple[np.ndarray, np.ndarray]:

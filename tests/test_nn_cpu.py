@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaecli.nn.autoencoder import ResnetBlock, Upsample
+from vaecli.model.blocks import ResnetBlock, Upsample
 
 
 def _reference_upsample(up: Upsample, x: torch.Tensor) -> torch.Tensor:

@@ -7,20 +7,17 @@ import math
 import pytest
 import torch
 
-from vaecli import tiling
 from vaecli.config import VAEConfig
-from vaecli.tiling import (
-    decode_auto,
-    encode_auto,
+from vaecli.model import AutoencoderKL
+from vaecli.runtime import tiling
+from vaecli.runtime.executor import Runner
+from vaecli.runtime.memory import (
+    MemoryPolicy,
     estimate_memory,
     is_out_of_memory,
     memory_budget,
-    set_max_memory,
-    should_tile,
-    tiled_decode,
-    tiled_encode,
 )
-from vaecli.vae import AutoencoderKL
+from vaecli.runtime.tiling import tiled_decode, tiled_encode
 
 # Three levels (factor 4), GroupNorm everywhere, mid attention; the second one adds per-level
 # attention (as kl-f16/f32 have) and drops the quant convs (as SD3/FLUX do).
@@ -185,10 +182,10 @@ def test_auto_tiles_over_a_tiny_budget():
     with torch.inference_mode():
         want_post, want_px = vae.encode(x), vae.decode(z)
         enc, dec = _CallCounter(vae.encoder), _CallCounter(vae.decoder)
-        post = encode_auto(vae, x, max_memory=1, tile_size=16)
-        px = decode_auto(vae, z, max_memory=1, tile_size=16)
+        post = Runner(vae, MemoryPolicy(1, tile_size=16)).encode(x)
+        px = Runner(vae, MemoryPolicy(1, tile_size=16)).decode(z)
         assert (enc.calls, dec.calls) == (0, 0)  # the tiled path ran
-        decode_auto(vae, z, max_memory=1 << 40)
+        Runner(vae, MemoryPolicy(1 << 40)).decode(z)
         assert dec.calls == 1  # a large budget runs the ordinary pass
     assert _rel_err(post.parameters, want_post.parameters) < 1e-5
     assert _rel_err(px, want_px) < 1e-5
@@ -204,8 +201,8 @@ def test_out_of_memory_retries_tiled(error):
         want_px, want_post = vae.decode(z), vae.encode(x)
         dec = _CallCounter(vae.decoder, error=error)
         enc = _CallCounter(vae.encoder, error=error)
-        px = decode_auto(vae, z, max_memory=1 << 40, tile_size=16)
-        post = encode_auto(vae, x, max_memory=1 << 40, tile_size=16)
+        px = Runner(vae, MemoryPolicy(1 << 40, tile_size=16)).decode(z)
+        post = Runner(vae, MemoryPolicy(1 << 40, tile_size=16)).encode(x)
     assert (dec.calls, enc.calls) == (1, 1)  # tried untiled once, then tiled
     assert _rel_err(px, want_px) < 1e-5
     assert _rel_err(post.parameters, want_post.parameters) < 1e-5
@@ -215,7 +212,7 @@ def test_other_errors_are_not_swallowed():
     vae = _model(CONFIGS["quant"])
     _CallCounter(vae.decoder, error=RuntimeError("expected 4 channels"))
     with pytest.raises(RuntimeError, match="expected 4 channels"):
-        decode_auto(vae, torch.randn(1, 4, 8, 8), max_memory=1 << 40)
+        Runner(vae, MemoryPolicy(1 << 40)).decode(torch.randn(1, 4, 8, 8))
 
 
 def test_is_out_of_memory():
@@ -237,8 +234,8 @@ def test_estimates_scale_with_pixels_and_tiles_bound_them():
     # bf16 halves the activations; batch multiplies them
     assert estimate_memory(vae, (1, 4, 256, 256), torch.bfloat16, "decode") < big
     assert estimate_memory(vae, (2, 3, 512, 512), torch.float32, "encode") > estimate_memory(vae, (1, 3, 512, 512), torch.float32, "encode")
-    assert should_tile(vae, (1, 4, 256, 256), torch.float32, "decode", max_memory=small)
-    assert not should_tile(vae, (1, 4, 64, 64), torch.float32, "decode", max_memory=big)
+    assert MemoryPolicy(small).should_tile(vae, (1, 4, 256, 256), torch.float32, "decode")
+    assert not MemoryPolicy(big).should_tile(vae, (1, 4, 64, 64), torch.float32, "decode")
 
 
 def test_cpu_budget_is_part_of_available_memory():
@@ -247,26 +244,20 @@ def test_cpu_budget_is_part_of_available_memory():
     assert 0 < budget < total
 
 
-@pytest.fixture
-def restore_budget():
-    yield
-    set_max_memory(None)
-
-
-def test_cli_max_memory_tiles_and_matches(tmp_path, capsys, tiny_weights, restore_budget, monkeypatch):
+def test_cli_max_memory_tiles_and_matches(tmp_path, capsys, tiny_weights, monkeypatch):
     """`vaecli encode/decode --max-memory 1KiB` runs the tiled path and writes the same latents and pixels."""
     import numpy as np
     from PIL import Image
 
-    from vaecli import tiling
-    from vaecli.cli import main
+    from vaecli.cli.app import main
     from vaecli.io.images import read_image
     from vaecli.io.latents import read_latent
+    from vaecli.runtime import executor
 
     calls = []
     for name in ("tiled_encode", "tiled_decode"):  # spies: count, then call the real function
-        real = getattr(tiling, name)
-        monkeypatch.setattr(tiling, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+        real = getattr(executor, name)
+        monkeypatch.setattr(executor, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     img = tmp_path / "in.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (46, 70, 3), dtype=np.uint8)).save(img)
 

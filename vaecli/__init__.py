@@ -13,23 +13,42 @@ __version__ = "0.1.0"
 _LAZY = {
     "VAEConfig": ".config",
     "load_config": ".config",
-    "pick_device": ".device",
-    "resolve_dtype": ".device",
+    "pick_device": ".runtime.device",
+    "resolve_dtype": ".runtime.device",
     "VaecliError": ".errors",
-    "load_vae": ".loading",
-    "DiagonalGaussianDistribution": ".nn.distributions",
-    "AutoencoderKL": ".vae",
-    "tiled_encode": ".tiling",
-    "tiled_decode": ".tiling",
+    "load_vae": ".api",
+    "DiagonalGaussianDistribution": ".model",
+    "AutoencoderKL": ".model",
+    "tiled_encode": ".runtime.tiling",
+    "tiled_decode": ".runtime.tiling",
+}
+# Subpackages reachable as attributes after a bare `import vaecli`; `nn` and `checkpoints` are the
+# names the seed modules and the weights loader had in vaecli 0.1.
+_SUBMODULES = {
+    "api": ".api",
+    "batch": ".batch",
+    "cli": ".cli",
+    "config": ".config",
+    "errors": ".errors",
+    "io": ".io",
+    "model": ".model",
+    "quality": ".quality",
+    "runtime": ".runtime",
+    "weights": ".weights",
+    "nn": ".model",
+    "checkpoints": ".weights.checkpoints",
 }
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(_SUBMODULES[name], __name__)
     raise AttributeError(f"module 'vaecli' has no attribute {name!r}")
+
 
 __all__ = [
     "AutoencoderKL",

@@ -9,7 +9,6 @@ InputError naming the file, so one bad latent fails alone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from safetensors.torch import save_file
 
 from ..errors import InputError
 from .atomic import atomic_path
+from .hashing import file_digest
 
 LATENT_FORMAT_KEY = "vaecli_latent_format"
 LATENT_FORMAT_VERSION = "1"
@@ -116,18 +116,10 @@ class Latent:
         return self.tensor.ndim == 4
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def source_fingerprint(path: Path) -> dict:
     """Size, mtime and sha256 of a source file: recorded so a rerun can tell when it changed."""
     st = path.stat()
-    return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns, "source_sha256": file_sha256(path)}
+    return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns, "source_sha256": file_digest(path)}
 
 
 def write_latent(path: str | Path, latent: torch.Tensor, meta: LatentMeta, *, mean=None, logvar=None) -> None:
@@ -168,7 +160,7 @@ def is_fresh(output: Path, source: Path, recipe: dict[str, str | None] | None = 
         return False
     if meta.get("source_mtime_ns") == str(st.st_mtime_ns):
         return True
-    return meta.get("source_sha256") is not None and meta["source_sha256"] == file_sha256(source)
+    return meta.get("source_sha256") is not None and meta["source_sha256"] == file_digest(source)
 
 
 def _load_tensor(path: Path) -> tuple[torch.Tensor, dict[str, str] | None]:

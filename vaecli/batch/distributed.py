@@ -64,7 +64,7 @@ def gather_report(results: list[dict], summary: dict, world: World) -> tuple[lis
         return results, summary
     import torch.distributed as dist
 
-    from .pipeline import summarize
+    from .engine import summarize
 
     dist.init_process_group("gloo", rank=world.rank, world_size=world.size)
     try:

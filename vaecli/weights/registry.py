@@ -12,8 +12,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .config import VAEConfig, shipped_config
-from .errors import CheckpointError, UnknownModelError, VaecliError, WeightsNotCachedError
+from ..config import VAEConfig, shipped_config
+from ..errors import (
+    CheckpointError,
+    UnknownModelError,
+    VaecliError,
+    WeightsNotCachedError,
+)
 
 DEFAULT_MODEL = "vaecli-default"  # embedded in the package: works offline, no download
 

@@ -22,8 +22,8 @@ layer by layer over the whole activation, one tile at a time:
 
 So tiled == untiled up to float reassociation, for any size, not only multiples of the tile.
 
-The choke point for callers is `encode_auto` / `decode_auto`: tiled when `estimate_memory` exceeds the
-budget (`max_memory`, default from free device memory), and retried tiled on an out-of-memory error.
+When to tile is decided by vaecli.runtime.executor: over the memory policy's budget, or after an
+out-of-memory error.
 """
 
 from __future__ import annotations
@@ -31,15 +31,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nn import DiagonalGaussianDistribution
-from .nn.autoencoder import ResnetBlock
-from .vae import AutoencoderKL
+from ..model import AutoencoderKL, DiagonalGaussianDistribution, ResnetBlock
+from .memory import memory_budget
 
 DEFAULT_TILE_SIZE = 512  # tile side in image pixels on CUDA; each layer's tile covers the same image region
 # On CPU smaller tiles are faster: their tensors stay under glibc's mmap threshold, so freed tile
@@ -48,10 +46,7 @@ DEFAULT_TILE_SIZE = 512  # tile side in image pixels on CUDA; each layer's tile 
 # 69.6 / 49.6 / 53.1 s. 256 is best of both.
 CPU_TILE_SIZE = 256
 MIN_TILE = 16  # smallest tile side at any layer, so low-resolution layers are not cut into slivers
-ACTIVATION_COPIES = 4  # live full-size tensors at the widest layer of an untiled pass (x, norm, act, conv out)
 STORED_LIVE = 3  # whole activations a tiled pass keeps at once: a block's input, inner and output
-CPU_BUDGET_FRACTION = 0.5  # of MemAvailable: the rest is for the OS, the other processes and the outputs
-CUDA_BUDGET_FRACTION = 0.9  # of free device memory: cuDNN workspaces and the allocator's slack need the rest
 
 
 # ---------------------------------------------------------------- GroupNorm over all tiles
@@ -287,9 +282,9 @@ def default_tile_size(device: torch.device) -> int:
 
 def _store_limit(storage: torch.device, budget: int | None) -> int:
     """Largest activation to store: a third of the budget, for the input, the output and a
-    ResnetBlock's inner activation live at once (on CUDA storage: all of free memory's budget)."""
+    ResnetBlock's inner activation live at once (default budget: `memory_budget` of the storage)."""
     if budget is None:
-        budget = _max_memory if _max_memory is not None and storage.type == "cpu" else memory_budget(storage)
+        budget = memory_budget(storage)
     return budget // STORED_LIVE
 
 
@@ -315,9 +310,9 @@ def tiled_encode(
     x: (B, 3, H, W) in [-1, 1], any H and W. tile_size: tile side in image pixels (default:
     `default_tile_size` of the model's device). offload: keep whole activations in host RAM (default on
     CUDA), so device memory is bounded by the tile; on CPU they stay where they are.
-    storage_budget: bytes of whole activations to keep (default: the `set_max_memory` budget when they
-    are kept in RAM, else `memory_budget` of the storage device); one larger than a third of it is
-    recomputed tile by tile instead, which bounds memory for any size at the cost of compute.
+    storage_budget: bytes of whole activations to keep (default: `memory_budget` of the storage
+    device); one larger than a third of it is recomputed tile by tile instead, which bounds memory
+    for any size at the cost of compute.
     """
     enc = vae.encoder
     _check_supported(enc)
@@ -382,115 +377,3 @@ def tiled_decode(
     if dec.tanh_out:
         out = torch.tanh(out)
     return out.to(z.device)
-
-
-# ---------------------------------------------------------------- when to tile
-
-
-def _image_size(vae: AutoencoderKL, shape, mode: str) -> tuple[int, int]:
-    """Pixel (height, width) the full-resolution layers run at, for an encode or decode of `shape`."""
-    f = vae.downsample_factor
-    h, w = shape[-2:]
-    if mode == "encode":
-        return math.ceil(h / f) * f, math.ceil(w / f) * f
-    return h * f, w * f
-
-
-def _widest_activation(vae: AutoencoderKL, height: int, width: int) -> int:
-    """Elements per sample of the largest activation; level l runs at 1/2**l of the image."""
-    cfg = vae.config
-    widest = 0
-    for level, mult in enumerate(cfg.ch_mult):
-        below = cfg.ch_mult[level + 1] if level + 1 < len(cfg.ch_mult) else 0
-        channels = cfg.ch * max(mult, below)  # a decoder upsample emits the level below's width here
-        widest = max(widest, channels * (height >> level) * (width >> level))
-    return widest
-
-
-def estimate_memory(vae: AutoencoderKL, shape, dtype: torch.dtype, mode: str, *, tile_size: int | None = None) -> int:
-    """Bytes an encode or decode of `shape` needs on the compute device: weights + live activations.
-
-    shape: (B, 3, H, W) for mode "encode", (B, C, h, w) for "decode". With `tile_size`, the tiled
-    pass with offload (whole activations in host RAM): weights, a few tile-sized tensors, and the
-    whole-tensor attention at latent size. A rough upper bound, not an exact figure.
-    """
-    if mode not in ("encode", "decode"):
-        raise ValueError(f"mode must be encode or decode, not {mode!r}")
-    b = shape[0]
-    item = dtype.itemsize
-    weights = sum(p.numel() for p in vae.parameters()) * item
-    height, width = _image_size(vae, shape, mode)
-    widest = _widest_activation(vae, height, width)
-    if tile_size is None:
-        return weights + ACTIVATION_COPIES * b * widest * item
-    f = vae.downsample_factor
-    latent = vae.config.ch * vae.config.ch_mult[-1] * (height // f) * (width // f)  # the mid block, whole
-    tile_fraction = min(1.0, tile_size * tile_size / (height * width))
-    return weights + ACTIVATION_COPIES * b * item * int(widest * tile_fraction + latent)
-
-
-def memory_budget(device: torch.device) -> int:
-    """Default budget: a fraction of free CUDA memory, or of MemAvailable (/proc/meminfo) on CPU."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * CUDA_BUDGET_FRACTION)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(int(line.split()[1]) * 1024 * CPU_BUDGET_FRACTION)
-    except OSError:
-        pass
-    return 1 << 62  # unknown: never tile pre-emptively; an out-of-memory error still falls back
-
-
-_max_memory: int | None = None  # process-wide budget set by `set_max_memory` (the CLI's --max-memory)
-
-
-def set_max_memory(max_memory: int | None) -> None:
-    """Budget in bytes for every later encode/decode that is given none; None: from free memory."""
-    global _max_memory
-    if max_memory is not None and max_memory <= 0:
-        raise ValueError(f"max_memory must be positive, not {max_memory}")
-    _max_memory = max_memory
-
-
-def should_tile(vae: AutoencoderKL, shape, dtype: torch.dtype, mode: str, max_memory: int | None = None) -> bool:
-    """True when the untiled pass is estimated to exceed `max_memory`.
-
-    Default budget: the one given to `set_max_memory`, else `memory_budget` of the model's device.
-    """
-    if max_memory is None:
-        max_memory = _max_memory if _max_memory is not None else memory_budget(next(vae.parameters()).device)
-    return estimate_memory(vae, shape, dtype, mode) > max_memory
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
-    if isinstance(error, torch.OutOfMemoryError):
-        return True
-    msg = str(error).lower()
-    return isinstance(error, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
-
-
-def _auto(untiled, tiled, vae: AutoencoderKL, t: torch.Tensor, mode: str, max_memory: int | None):
-    if should_tile(vae, t.shape, t.dtype, mode, max_memory):
-        return tiled()
-    try:
-        return untiled()
-    except (RuntimeError, torch.OutOfMemoryError) as e:
-        if not is_out_of_memory(e):
-            raise
-    if t.is_cuda:  # the failed attempt's blocks, outside the except so its frames are released
-        torch.cuda.empty_cache()
-    return tiled()
-
-
-def encode_auto(vae: AutoencoderKL, x: torch.Tensor, *, max_memory: int | None = None, tile_size: int | None = None) -> DiagonalGaussianDistribution:
-    """vae.encode, tiled when over the memory budget or after an out-of-memory error."""
-    return _auto(lambda: vae.encode(x), lambda: tiled_encode(vae, x, tile_size), vae, x, "encode", max_memory)
-
-
-def decode_auto(vae: AutoencoderKL, z: torch.Tensor, *, max_memory: int | None = None, tile_size: int | None = None) -> torch.Tensor:
-    """vae.decode, tiled when over the memory budget or after an out-of-memory error."""
-    return _auto(lambda: vae.decode(z), lambda: tiled_decode(vae, z, tile_size), vae, z, "decode", max_memory)

@@ -1,4 +1,4 @@
-"""Reconstruction quality: PSNR and SSIM on images in [0, 1]; LPIPS lives in vaecli.lpips.
+"""Reconstruction quality: PSNR and SSIM on images in [0, 1]; LPIPS lives in vaecli.quality.lpips.
 
 SSIM follows Wang et al. 2004 as scikit-image computes it with `gaussian_weights=True, sigma=1.5,
 use_sample_covariance=False, data_range=1`: an 11x11 Gaussian window, statistics per channel,

@@ -27,15 +27,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from . import __version__
-from .errors import DownloadError, OfflineError
-from .io.atomic import atomic_path
+from .. import __version__
+from ..errors import DownloadError, OfflineError
+from ..io.atomic import atomic_path
+from ..io.hashing import HASH_CHUNK, file_digest
 from .registry import Entry, WeightFile, cached_file, get_entry
 
 HF_URL = "https://huggingface.co"
 HF_HOST = "huggingface.co"
 CHUNK_SIZE = 64 << 10  # network reads: a dropped connection loses at most the chunk in flight
-_HASH_CHUNK = 1 << 20  # local reads
 DISK_MARGIN = 64 << 20  # keep this much free beyond the file: a full disk breaks more than the download
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -99,14 +99,6 @@ def _display_url(url: str) -> str:
     if parts.username or parts.password:
         parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
     return urlunsplit(parts)
-
-
-def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def md5_hash(path: str | Path) -> str:
@@ -183,7 +175,14 @@ def _progress(enabled: bool, label: str):
     if not enabled:
         return contextlib.nullcontext(None)
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     return Progress(
         TextColumn(label),
@@ -274,7 +273,7 @@ def _attempt(job: _Job, session: requests.Session, url: str, headers: dict[str, 
             sha, md5 = hashlib.sha256(), hashlib.md5() if wf.md5 else None
             if offset:  # resume: the hash must cover the bytes already on disk
                 with open(partial, "rb") as f:
-                    while chunk := f.read(_HASH_CHUNK):
+                    while chunk := f.read(HASH_CHUNK):
                         sha.update(chunk)
                         if md5 is not None:
                             md5.update(chunk)

@@ -21,8 +21,8 @@ _ExitExc = (click.exceptions.Exit, typer.Exit)
 _ClickExc = (click.ClickException, _typer_click.ClickException)
 _AbortExc = (click.exceptions.Abort, getattr(typer, "Abort", click.exceptions.Abort), KeyboardInterrupt)
 
-from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, VaecliError
+from .. import __version__
+from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, VaecliError
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); "
@@ -51,7 +51,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """vaecli: latent-diffusion VAEs on the command line."""
-    from .allocator import keep_freed_memory
+    from ..runtime.allocator import keep_freed_memory
 
     keep_freed_memory()  # a command-line run: reuse freed activation memory instead of faulting it in anew
 
@@ -90,13 +90,16 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
-# Commands live in vaecli/commands/; each module's functions are registered here, one line each.
-from .commands import fetch  # noqa: E402
+# Commands live beside this module; each one's function is registered here, one line each.
+from . import fetch  # noqa: E402
+
 app.command("fetch-weights")(fetch.fetch_weights)
-from .commands import codec  # noqa: E402
+from . import codec  # noqa: E402
+
 app.command("encode")(codec.encode)
 app.command("decode")(codec.decode)
 app.command("roundtrip")(codec.roundtrip)
-from .commands import inspect  # noqa: E402
+from . import inspect  # noqa: E402
+
 app.command("models")(inspect.models)
 app.command("info")(inspect.info)

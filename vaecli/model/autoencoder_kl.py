@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import VAEConfig
-from .errors import ConfigError
-from .nn import Decoder, DiagonalGaussianDistribution, Encoder
+from ..config import VAEConfig
+from ..errors import ConfigError
+from .distributions import DiagonalGaussianDistribution
+from .encoder_decoder import Decoder, Encoder
 
 # On CPU, oneDNN convolutions run about 1.3x faster on channels_last (NHWC) activations than on
 # NCHW ones (docs/benchmarks.md); the weights may stay NCHW. On CUDA cuDNN eager was slower in

@@ -14,8 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import registry
 from ..errors import EXIT_OK, EXIT_SOME_FAILED, DownloadError, VaecliError
+from ..weights import registry
 
 
 def _entries(names: list[str], all_: bool, url: str | None, sha256: str | None, name: str | None) -> list[registry.Entry]:
@@ -53,7 +53,9 @@ def fetch_weights(
 
     Examples:  vaecli fetch-weights sd-vae-ft-mse    vaecli fetch-weights vgg_lpips vgg16 --print-path
     """
-    from .. import download  # requests costs ~0.1 s of start-up: only this command pays it
+    from ..weights import (
+        download,  # requests costs ~0.1 s of start-up: only this command pays it
+    )
 
     entries = _entries(names or [], all_, url, sha256, name)
     explicit_token = token

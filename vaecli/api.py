@@ -1,4 +1,4 @@
-"""Build a ready-to-run AutoencoderKL from a registry name, a config file and/or a weights file."""
+"""The Python entry point: build a ready-to-run AutoencoderKL from a registry name, a config file and/or a weights file."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-from . import registry
-from .checkpoints import config_from_weights, load_weights
 from .config import VAEConfig, load_config
-from .device import pick_device, resolve_dtype
 from .errors import ConfigError
-from .vae import AutoencoderKL
+from .model import AutoencoderKL
+from .runtime.device import pick_device, resolve_dtype
+from .weights import registry
+from .weights.checkpoints import config_from_weights, load_weights
 
 
 def load_vae(

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import registry
-from .download import verify_file
-from .errors import CheckpointError, DownloadError
+from ..errors import CheckpointError, DownloadError
+from ..weights import registry
+from ..weights.download import verify_file
 
 LIN_NAME, BACKBONE_NAME = "vgg_lpips", "vgg16"
 MISSING_HINT = f"LPIPS skipped: its weights are not cached; run: vaecli fetch-weights {LIN_NAME} {BACKBONE_NAME}"

@@ -1,4 +1,4 @@
-"""`vaecli encode`, `decode` and `roundtrip`: parse options, call vaecli.pipeline, report results.
+"""`vaecli encode`, `decode` and `roundtrip`: parse options, call vaecli.batch, report results.
 
 Results go to stdout (a summary line or table, or one JSON document with --json); progress, per-file
 errors and warnings go to stderr. Torch is imported only inside the commands, so --help stays fast.
@@ -61,7 +61,13 @@ class Reporter:
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.progress = None
         if total and self.err.is_terminal and not quiet and not json_mode:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self.progress = Progress(
                 TextColumn(verb), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=self.err, transient=True
@@ -119,7 +125,7 @@ def _summary_line(verb: str, summary: dict) -> str:
 
 
 def emit(results: list[dict], summary: dict, verb: str, json_mode: bool, quiet: bool) -> int:
-    from ..pipeline import exit_code
+    from ..batch.engine import exit_code
 
     if json_mode:
         print_json({"results": results, "summary": summary})
@@ -128,16 +134,14 @@ def emit(results: list[dict], summary: dict, verb: str, json_mode: bool, quiet: 
     return exit_code(results)
 
 
-def _load(model, config, weights, device, dtype, allow_pickle):
-    from ..loading import load_vae
+def _load(model, config, weights, device, dtype, allow_pickle, max_memory):
+    """The model as a Runner under the --max-memory policy."""
+    from ..api import load_vae
+    from ..runtime.executor import Runner
+    from ..runtime.memory import MemoryPolicy
 
-    return load_vae(model, config=config, weights=weights, device=device, dtype=dtype.value, allow_pickle=allow_pickle)
-
-
-def _set_max_memory(max_memory: int | None) -> None:
-    from ..tiling import set_max_memory
-
-    set_max_memory(max_memory)
+    vae = load_vae(model, config=config, weights=weights, device=device, dtype=dtype.value, allow_pickle=allow_pickle)
+    return Runner(vae, MemoryPolicy(max_memory))
 
 
 def _size_spec(resize: str | None, center_crop: bool):
@@ -150,7 +154,7 @@ def _size_spec(resize: str | None, center_crop: bool):
 
 
 def _exit_code(results: list[dict]) -> int:
-    from ..pipeline import exit_code
+    from ..batch.engine import exit_code
 
     return exit_code(results)
 
@@ -190,15 +194,14 @@ def encode(
 
     Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """
-    from ..distributed import current_world, gather_report, rank_device, shard
-    from ..pipeline import MEDIA_SUFFIXES, EncodeOptions, encode_files, plan_jobs
-    from ..registry import DEFAULT_MODEL
+    from ..batch.distributed import current_world, gather_report, rank_device, shard
+    from ..batch.engine import MEDIA_SUFFIXES, EncodeOptions, encode_files, plan_jobs
+    from ..weights.registry import DEFAULT_MODEL
 
     size = _size_spec(resize, center_crop)
     world = current_world()  # under torchrun: this rank's share of the inputs, rank 0 reports
     with plain_warnings():
-        _set_max_memory(max_memory)
-        vae = _load(model, config, weights, rank_device(device, world), dtype, allow_pickle)
+        runner = _load(model, config, weights, rank_device(device, world), dtype, allow_pickle, max_memory)
         jobs = shard(plan_jobs(inputs, MEDIA_SUFFIXES, output, lambda p: ".safetensors"), world)
         opts = EncodeOptions(
             model_name=model or (None if (config or weights) else DEFAULT_MODEL),  # what decode reloads
@@ -213,7 +216,7 @@ def encode(
             overwrite=overwrite,
         )
         with Reporter(len(jobs), "encode", json_, quiet or not world.reports) as report:
-            results, summary = encode_files(vae, jobs, opts, on_result=report)
+            results, summary = encode_files(runner, jobs, opts, on_result=report)
     merged = gather_report(results, summary, world)
     if merged is None:  # not rank 0: rank 0 reports for everyone
         return _exit_code(results)
@@ -254,20 +257,23 @@ def decode(
 
     Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """
-    import functools
-
-    from ..distributed import current_world, gather_report, rank_device, shard
+    from ..batch.distributed import current_world, gather_report, rank_device, shard
+    from ..batch.engine import DecodeOptions, ModelSource, decode_files, plan_jobs
     from ..io.latents import LATENT_SUFFIXES
-    from ..pipeline import DecodeOptions, ModelSource, decode_files, plan_jobs
 
     world = current_world()  # under torchrun: this rank's share of the inputs, rank 0 reports
     device = rank_device(device, world)
     with plain_warnings():
-        _set_max_memory(max_memory)
-        given = _load(model, config, weights, device, dtype, allow_pickle) if (model or config or weights) else None
-        from ..loading import load_vae
+        given = _load(model, config, weights, device, dtype, allow_pickle, max_memory) if (model or config or weights) else None
+        from ..api import load_vae
+        from ..runtime.executor import Runner
+        from ..runtime.memory import MemoryPolicy
 
-        models = ModelSource(given, functools.partial(load_vae, device=device, dtype=dtype.value, allow_pickle=allow_pickle))
+        def load(*args, **kwargs):
+            vae = load_vae(*args, device=device, dtype=dtype.value, allow_pickle=allow_pickle, **kwargs)
+            return Runner(vae, MemoryPolicy(max_memory))
+
+        models = ModelSource(given, load)
         suffix = f".{fmt.value}" if output is not None else f".decoded.{fmt.value}"
         jobs = shard(plan_jobs(latents, LATENT_SUFFIXES, output, lambda p: suffix), world)
         opts = DecodeOptions(
@@ -297,7 +303,7 @@ def _lpips(device, enabled: bool, err):
     if not enabled:
         return None
     try:
-        from ..lpips import MISSING_HINT, load_lpips
+        from ..quality.lpips import MISSING_HINT, load_lpips
     except ImportError:
         return None
     lp = load_lpips(device)
@@ -378,8 +384,15 @@ def roundtrip(
 
     Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """
-    from ..distributed import current_world, gather_report, rank_device, shard
-    from ..pipeline import MEDIA_SUFFIXES, EncodeOptions, RoundtripOptions, plan_jobs, roundtrip_files, with_metric_means
+    from ..batch.distributed import current_world, gather_report, rank_device, shard
+    from ..batch.engine import (
+        MEDIA_SUFFIXES,
+        EncodeOptions,
+        RoundtripOptions,
+        plan_jobs,
+        roundtrip_files,
+        with_metric_means,
+    )
 
     if compare and output is None:
         raise typer.BadParameter("--compare needs -o/--output to say where the images go", param_hint="--compare")
@@ -388,14 +401,12 @@ def roundtrip(
     size = _size_spec(resize, center_crop)
     world = current_world()  # under torchrun: this rank's share of the inputs, rank 0 reports
     with plain_warnings():
-        _set_max_memory(max_memory)
-        vae = _load(model, config, weights, rank_device(device, world), dtype, allow_pickle)
+        runner = _load(model, config, weights, rank_device(device, world), dtype, allow_pickle, max_memory)
         jobs = shard(plan_jobs(inputs, MEDIA_SUFFIXES, output, lambda p: ".png" if output is not None else None), world)
         eo = EncodeOptions(batch_size=batch_size, size=size, alpha=alpha.value, sample=sample, seed=seed)
-        device_of_model = next(vae.parameters()).device
-        opts = RoundtripOptions(eo, save=output is not None, compare=compare, lpips=_lpips(device_of_model, not no_lpips, sys.stderr))
+        opts = RoundtripOptions(eo, save=output is not None, compare=compare, lpips=_lpips(runner.device, not no_lpips, sys.stderr))
         with Reporter(len(jobs), "roundtrip", json_, quiet or not world.reports) as reporter:
-            results, summary = roundtrip_files(vae, jobs, opts, on_result=reporter)
+            results, summary = roundtrip_files(runner, jobs, opts, on_result=reporter)
     merged = gather_report(results, summary, world)
     if merged is None:
         return _exit_code(results)

@@ -15,7 +15,13 @@ from .options import Json
 def _model_rows() -> list[dict]:
     from ..config import VAEConfig
     from ..errors import VaecliError
-    from ..registry import DEFAULT_MODEL, cached_file, default_weights_path, load_registry, model_config
+    from ..weights.registry import (
+        DEFAULT_MODEL,
+        cached_file,
+        default_weights_path,
+        load_registry,
+        model_config,
+    )
 
     def row(name: str, cached: bool, cfg: VAEConfig | None, description: str) -> dict:
         return {
@@ -78,9 +84,9 @@ def _describe(path: Path) -> dict:
     import torch
     from safetensors import SafetensorError, safe_open
 
-    from ..checkpoints import CONFIG_METADATA_KEY
     from ..errors import InputError
     from ..io.latents import LATENT_FORMAT_KEY
+    from ..weights.checkpoints import CONFIG_METADATA_KEY
 
     if not path.is_file():
         raise InputError(f"{path}: no such file")

@@ -5,19 +5,15 @@ compute each output path up front; skip outputs that are present and fresh; deco
 thread pool ahead of the model; group them by size into batches; write outputs from a writer thread,
 each atomically; record a per-file result instead of stopping at the first bad file.
 
-All model calls go through `encode_pixels` and `decode_latents`: the one place for no-grad, dtype
-handling, the fp16 safety net and automatic tiling (vaecli.tiling: over the memory budget, or after
-an out-of-memory error, the batch runs tiled).
+All model calls go through a vaecli.runtime.executor.Runner: the one place for no-grad, dtype
+handling, the fp16 safety net and automatic tiling.
 """
 
 from __future__ import annotations
 
-import copy
 import glob
 import json
 import time
-import warnings
-import weakref
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -27,71 +23,35 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .config import VAEConfig
-from .errors import InputError, VaecliError
-from .io.atomic import TMP_PREFIX
-from .io.images import IMAGE_SUFFIXES, SizeSpec, pad_to_multiple, read_image, resize_and_crop, to_uint8, write_image
-from .io.latents import LatentMeta, check_channels, is_fresh, metadata_string, read_latent, source_fingerprint, write_latent
-from .io.video import FFMPEG_SUFFIXES, is_video, open_video, write_video
-from .metrics import psnr, ssim
-from .nn.distributions import DiagonalGaussianDistribution
-from .tiling import decode_auto, encode_auto
-from .vae import AutoencoderKL
+from .. import __version__
+from ..config import VAEConfig
+from ..errors import InputError, VaecliError
+from ..io.atomic import TMP_PREFIX
+from ..io.images import (
+    IMAGE_SUFFIXES,
+    SizeSpec,
+    pad_to_multiple,
+    read_image,
+    resize_and_crop,
+    to_uint8,
+    write_image,
+)
+from ..io.latents import (
+    LatentMeta,
+    check_channels,
+    is_fresh,
+    metadata_string,
+    read_latent,
+    source_fingerprint,
+    write_latent,
+)
+from ..io.video import FFMPEG_SUFFIXES, is_video, open_video, write_video
+from ..model import AutoencoderKL, DiagonalGaussianDistribution
+from ..quality.metrics import psnr, ssim
+from ..runtime.executor import Runner
 
 MEDIA_SUFFIXES = IMAGE_SUFFIXES + FFMPEG_SUFFIXES
-DEFAULT_BATCH_SIZE = {"cpu": 4, "mps": 4, "cuda": 8}
 _GLOB_CHARS = set("*?[")
-
-# ---------------------------------------------------------------------------------------------------
-# The model choke point
-# ---------------------------------------------------------------------------------------------------
-
-_FP32_TWINS: "weakref.WeakKeyDictionary[AutoencoderKL, AutoencoderKL]" = weakref.WeakKeyDictionary()
-
-
-def _fp32_twin(vae: AutoencoderKL) -> AutoencoderKL:
-    """A float32 copy of an fp16 model, made once, for batches that overflow in fp16."""
-    if vae not in _FP32_TWINS:
-        _FP32_TWINS[vae] = copy.deepcopy(vae).float()
-    return _FP32_TWINS[vae]
-
-
-def _model_place(vae: AutoencoderKL) -> tuple[torch.device, torch.dtype]:
-    p = next(vae.parameters())
-    return p.device, p.dtype
-
-
-def _fp16_overflowed(dtype: torch.dtype, out: torch.Tensor, what: str) -> bool:
-    if dtype != torch.float16 or torch.isfinite(out).all():
-        return False
-    warnings.warn(f"{what}: NaN/inf in float16 (the model overflows); redoing this batch in float32", RuntimeWarning, stacklevel=3)
-    return True
-
-
-def encode_pixels(vae: AutoencoderKL, x: torch.Tensor) -> DiagonalGaussianDistribution:
-    """(B, 3, H, W) pixels in [-1, 1] -> posterior over raw latents, in float32 on the model's device."""
-    device, dtype = _model_place(vae)
-    with torch.inference_mode():
-        moments = encode_auto(vae, x.to(device, dtype)).parameters  # (B, 2C, h, w); tiled when over budget or out of memory
-        if _fp16_overflowed(dtype, moments, "encode"):
-            moments = encode_auto(_fp32_twin(vae), x.to(device, torch.float32)).parameters
-        return DiagonalGaussianDistribution(moments.float())
-
-
-def decode_latents(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
-    """Raw latents (B, C, h, w) -> pixels (B, 3, h*f, w*f), nominally in [-1, 1], float32."""
-    device, dtype = _model_place(vae)
-    with torch.inference_mode():
-        out = decode_auto(vae, z.to(device, dtype))  # tiled when over budget or out of memory
-        if _fp16_overflowed(dtype, out, "decode"):
-            out = decode_auto(_fp32_twin(vae), z.to(device, torch.float32))
-        return out.float()
-
-
-def default_batch_size(vae: AutoencoderKL) -> int:
-    return DEFAULT_BATCH_SIZE.get(_model_place(vae)[0].type, 4)
-
 
 # ---------------------------------------------------------------------------------------------------
 # Inputs and outputs
@@ -413,9 +373,10 @@ def _meta(vae: AutoencoderKL, opts: EncodeOptions, source: Path, h, w, oh, ow, h
     )
 
 
-def _encode_batch(vae: AutoencoderKL, opts: EncodeOptions, batch: list[Prepared], run: Run) -> None:
+def _encode_batch(runner: Runner, opts: EncodeOptions, batch: list[Prepared], run: Run) -> None:
+    vae = runner.vae
     x = torch.stack([p.pixels for p in batch]) * 2 - 1  # (B, 3, H, W) in [-1, 1]
-    post = encode_pixels(vae, x)
+    post = runner.encode(x)
     seeds = [_latent_seed(opts, p.job) for p in batch]
     z = _choose_latent(post, seeds)
     if opts.scale:
@@ -440,7 +401,8 @@ def _frame_batches(stream, opts: EncodeOptions, factor: int, batch_size: int) ->
         yield frames, h, w, how
 
 
-def _encode_video(vae: AutoencoderKL, opts: EncodeOptions, job: Job, batch_size: int, run: Run) -> None:
+def _encode_video(runner: Runner, opts: EncodeOptions, job: Job, batch_size: int, run: Run) -> None:
+    vae = runner.vae
     fingerprint = source_fingerprint(job.input)  # before reading: a change while encoding shows as stale next time
     stream = open_video(job.input, alpha=opts.alpha)
     factor = vae.downsample_factor
@@ -448,7 +410,7 @@ def _encode_video(vae: AutoencoderKL, opts: EncodeOptions, job: Job, batch_size:
     latents, means, logvars, how, h, w = [], [], [], "", 0, 0
 
     def flush(frames: list[torch.Tensor]) -> None:
-        post = encode_pixels(vae, torch.stack(frames) * 2 - 1)  # (T', 3, H, W)
+        post = runner.encode(torch.stack(frames) * 2 - 1)  # (T', 3, H, W)
         done = sum(t.shape[0] for t in latents)  # frames encoded so far: frame k is drawn with seed + k
         eps_seeds = [None if seed is None else seed + done + i for i in range(len(frames))]
         z = _choose_latent(post, eps_seeds)
@@ -526,17 +488,18 @@ def _run_videos(videos: list[Job], run: Run, work: Callable[[Job], None]) -> Non
             run.fail(job, e)
 
 
-def encode_files(vae: AutoencoderKL, jobs: list[Job], opts: EncodeOptions, on_result=None) -> tuple[list[dict], dict]:
+def encode_files(runner: Runner, jobs: list[Job], opts: EncodeOptions, on_result=None) -> tuple[list[dict], dict]:
     """Encode every job's input into a latent file; returns (results in input order, summary)."""
+    vae = runner.vae
     run = Run(jobs, on_result)
-    batch_size = opts.batch_size or default_batch_size(vae)
+    batch_size = opts.batch_size or runner.default_batch_size
     try:
         recipe = _recipe_strings(vae, opts)
         todo = _pending(jobs, run, opts.overwrite, lambda j: is_fresh(j.output, j.input, recipe))
         images, videos = _split_media(todo, run)
         factor = vae.downsample_factor
-        _run_images(images, lambda j: _prepare_image(j, opts, factor, True), batch_size, opts.workers, run, lambda b: _encode_batch(vae, opts, b, run))
-        _run_videos(videos, run, lambda j: _encode_video(vae, opts, j, batch_size, run))
+        _run_images(images, lambda j: _prepare_image(j, opts, factor, True), batch_size, opts.workers, run, lambda b: _encode_batch(runner, opts, b, run))
+        _run_videos(videos, run, lambda j: _encode_video(runner, opts, j, batch_size, run))
     finally:
         results = run.close()
     return results, run.summary(results)
@@ -560,10 +523,10 @@ class DecodeOptions:
 class ModelSource:
     """Which model decodes a latent: the one given by flags, else the one its metadata names (cached)."""
 
-    def __init__(self, given: AutoencoderKL | None, load: Callable[..., AutoencoderKL]):
+    def __init__(self, given: Runner | None, load: Callable[..., Runner]):
         self.given = given
-        self.load = load  # load_vae with the run's device and dtype bound
-        self.cache: dict[tuple, AutoencoderKL] = {}
+        self.load = load  # load_vae with the run's device and dtype bound, wrapped in a Runner
+        self.cache: dict[tuple, Runner] = {}
 
     def key(self, meta: LatentMeta | None, path: Path) -> tuple:
         if self.given is not None:
@@ -576,7 +539,7 @@ class ModelSource:
             return ("model", meta.model)
         raise InputError(f"{path}: its metadata names no model or weights; pass --model or --weights")
 
-    def get(self, key: tuple, path: Path) -> AutoencoderKL:
+    def get(self, key: tuple, path: Path) -> Runner:
         if key == ("given",):
             return self.given
         if key not in self.cache:
@@ -634,26 +597,26 @@ def decode_files(models: ModelSource, jobs: list[Job], opts: DecodeOptions, on_r
     run = Run(jobs, on_result)
     try:
         todo = _pending(jobs, run, opts.overwrite, _decoded_is_newer)
-        batch_size = opts.batch_size or (default_batch_size(models.given) if models.given is not None else 4)
+        batch_size = opts.batch_size or (models.given.default_batch_size if models.given is not None else 4)
 
         def loaded():
             for job, fut in _prefetch(lambda j: _load_latent_for_decode(j, models), todo, opts.workers, ahead=2 * batch_size):
                 try:
                     latent, key = fut.result()
-                    vae = models.get(key, job.input)
-                    check_channels(latent, vae.latent_channels)
+                    runner = models.get(key, job.input)
+                    check_channels(latent, runner.vae.latent_channels)
                 except Exception as e:  # noqa: BLE001 - one odd file fails alone, whatever the reader raised
                     run.fail(job, _input_failure(job, e))
                     continue
                 if latent.is_video:
-                    _decode_video(vae, job, latent, opts, batch_size, run)
+                    _decode_video(runner, job, latent, opts, batch_size, run)
                     continue
-                yield (key, tuple(latent.tensor.shape)), (job, latent, vae)
+                yield (key, tuple(latent.tensor.shape)), (job, latent, runner)
 
         for batch in _batched_by_key(loaded(), batch_size, max_pending=4 * batch_size):
-            vae = batch[0][2]
-            z = torch.stack([_raw_latent(lat, vae, opts.scaled) for _, lat, _ in batch])  # (B, C, h, w)
-            pixels = decode_latents(vae, z).cpu()
+            runner = batch[0][2]
+            z = torch.stack([_raw_latent(lat, runner.vae, opts.scaled) for _, lat, _ in batch])  # (B, C, h, w)
+            pixels = runner.decode(z).cpu()
             for (job, lat, _), px in zip(batch, pixels):
                 img = _crop(px, lat.meta)
                 run.write(job, lambda o=job.output, im=img: write_image(im, o, opts.fmt), width=img.shape[-1], height=img.shape[-2])
@@ -662,7 +625,8 @@ def decode_files(models: ModelSource, jobs: list[Job], opts: DecodeOptions, on_r
     return results, run.summary(results)
 
 
-def _decode_video(vae: AutoencoderKL, job: Job, latent, opts: DecodeOptions, batch_size: int, run: Run) -> None:
+def _decode_video(runner: Runner, job: Job, latent, opts: DecodeOptions, batch_size: int, run: Run) -> None:
+    vae = runner.vae
     job.output = output = _video_output(job, latent, opts)
     if output.exists() and not opts.overwrite and _decoded_is_newer(job):
         run.finish(job, "skipped")
@@ -670,7 +634,7 @@ def _decode_video(vae: AutoencoderKL, job: Job, latent, opts: DecodeOptions, bat
     raw = _raw_latent(latent, vae, opts.scaled)  # (T, C, h, w)
     frames = []  # uint8 (H, W, 3): a quarter of the memory of float frames
     for start in range(0, raw.shape[0], batch_size):
-        frames.extend(to_uint8(f) for f in _crop(decode_latents(vae, raw[start : start + batch_size]).cpu(), latent.meta))
+        frames.extend(to_uint8(f) for f in _crop(runner.decode(raw[start : start + batch_size]).cpu(), latent.meta))
     fps = latent.meta.fps if latent.meta is not None and latent.meta.fps else 25.0
     run.write(job, lambda: write_video(frames, output, fps), frames=len(frames), fps=fps)
 
@@ -706,12 +670,12 @@ def _compare_path(output: Path) -> Path:
     return output.with_name(output.stem + ".compare.png")
 
 
-def _roundtrip_batch(vae: AutoencoderKL, opts: RoundtripOptions, batch: list[Prepared], run: Run) -> None:
+def _roundtrip_batch(runner: Runner, opts: RoundtripOptions, batch: list[Prepared], run: Run) -> None:
     x = torch.stack([p.pixels for p in batch])  # (B, 3, H, W) in [0, 1], same padded size
-    post = encode_pixels(vae, x * 2 - 1)
+    post = runner.encode(x * 2 - 1)
     z = _choose_latent(post, [_latent_seed(opts.encode, p.job) for p in batch])
     h, w = batch[0].height, batch[0].width  # same padded size and same content size within a batch
-    y = ((decode_latents(vae, z)[..., :h, :w] + 1) / 2).clamp(0, 1)  # on the model's device
+    y = ((runner.decode(z)[..., :h, :w] + 1) / 2).clamp(0, 1)  # on the model's device
     x = x[..., :h, :w]
     metrics = _metrics(x, y, opts.lpips)
     y = y.cpu()
@@ -734,7 +698,8 @@ def _finish_roundtrip(job: Job, x: torch.Tensor, y: torch.Tensor, values: dict, 
     run.write(job, save, **values)
 
 
-def _roundtrip_video(vae: AutoencoderKL, opts: RoundtripOptions, job: Job, batch_size: int, run: Run) -> None:
+def _roundtrip_video(runner: Runner, opts: RoundtripOptions, job: Job, batch_size: int, run: Run) -> None:
+    vae = runner.vae
     stream = open_video(job.input, alpha=opts.encode.alpha)
     seed = _latent_seed(opts.encode, job)
     sums: dict[str, float] = {}
@@ -744,8 +709,8 @@ def _roundtrip_video(vae: AutoencoderKL, opts: RoundtripOptions, job: Job, batch
         nonlocal n
         x = torch.stack(frames)  # (T', 3, Hp, Wp)
         seeds = [None if seed is None else seed + n + i for i in range(len(frames))]  # as encode draws them
-        z = _choose_latent(encode_pixels(vae, x * 2 - 1), seeds)
-        y = ((decode_latents(vae, z)[..., :h, :w] + 1) / 2).clamp(0, 1)  # on the model's device
+        z = _choose_latent(runner.encode(x * 2 - 1), seeds)
+        y = ((runner.decode(z)[..., :h, :w] + 1) / 2).clamp(0, 1)  # on the model's device
         for k, v in _metrics(x[..., :h, :w], y, opts.lpips).items():
             sums[k] = sums.get(k, 0.0) + float(v.sum())
         n += len(frames)
@@ -765,17 +730,18 @@ def _roundtrip_video(vae: AutoencoderKL, opts: RoundtripOptions, job: Job, batch
         run.finish(job, "ok", **values)
 
 
-def roundtrip_files(vae: AutoencoderKL, jobs: list[Job], opts: RoundtripOptions, on_result=None) -> tuple[list[dict], dict]:
+def roundtrip_files(runner: Runner, jobs: list[Job], opts: RoundtripOptions, on_result=None) -> tuple[list[dict], dict]:
     """Encode + decode each input and measure PSNR/SSIM (and LPIPS); optionally save reconstructions."""
+    vae = runner.vae
     run = Run(jobs, on_result)
     eo = opts.encode
-    batch_size = eo.batch_size or default_batch_size(vae)
+    batch_size = eo.batch_size or runner.default_batch_size
     try:
         todo = _pending(jobs, run, overwrite=True, fresh=lambda j: False)  # metrics are always measured anew
         images, videos = _split_media(todo, run)
         factor = vae.downsample_factor
-        _run_images(images, lambda j: _prepare_image(j, eo, factor, False), batch_size, eo.workers, run, lambda b: _roundtrip_batch(vae, opts, b, run))
-        _run_videos(videos, run, lambda j: _roundtrip_video(vae, opts, j, batch_size, run))
+        _run_images(images, lambda j: _prepare_image(j, eo, factor, False), batch_size, eo.workers, run, lambda b: _roundtrip_batch(runner, opts, b, run))
+        _run_videos(videos, run, lambda j: _roundtrip_video(runner, opts, j, batch_size, run))
     finally:
         results = run.close()
     return results, with_metric_means(run.summary(results), results)

@@ -1,0 +1,1 @@
+"""Batch work over files: encode, decode and roundtrip folders safely (plan, run, write)."""

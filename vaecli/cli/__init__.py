@@ -1,0 +1,1 @@
+"""The `vaecli` command line: a thin Typer layer over the library (see app.py)."""

@@ -1,1 +1,0 @@
-"""The CLI's commands, one module per group; `vaecli.cli` registers them on the app."""

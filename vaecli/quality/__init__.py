@@ -1,0 +1,1 @@
+"""Reconstruction quality: PSNR, SSIM and LPIPS."""
