@@ -23,33 +23,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from tests.clitools import noise_image, run_main, vaecli
 from vaecli.api import load_vae
-from vaecli.cli.app import main
 from vaecli.io.images import pad_to_multiple, read_image
 from vaecli.io.latents import read_latent
 from vaecli.quality.metrics import psnr, ssim
 
 RESULT_KEYS = {"input", "output", "status", "error"}
-
-
-def vaecli(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "vaecli", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout)
-
-
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
-
-
-def noise_image(path: Path, w: int, h: int, seed: int, mode: str = "RGB") -> Path:
-    rng = np.random.default_rng(seed)
-    channels = {"RGB": 3, "RGBA": 4}[mode]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (h, w, channels), dtype=np.uint8), mode).save(path)
-    return path
 
 
 @pytest.fixture
@@ -302,7 +282,10 @@ def test_decode_foreign_and_broken_latents(tmp_path, capsys, cli_weights):
 
     code, out, _ = run_main(capsys, "decode", d / "raw.npy", "-o", tmp_path / "dec", "--weights", cli_weights, "--unscaled", "--json")
     assert [r["status"] for r in json.loads(out)["results"]] == ["skipped"]
-    os.utime(d / "raw.npy", ns=(time.time_ns(), time.time_ns() + 10**9))  # the latent changed after decoding
+    os.utime(d / "raw.npy", ns=(time.time_ns(), time.time_ns() + 10**9))  # touched, same bytes (sha256): still up to date
+    code, out, _ = run_main(capsys, "decode", d / "raw.npy", "-o", tmp_path / "dec", "--weights", cli_weights, "--unscaled", "--json")
+    assert [r["status"] for r in json.loads(out)["results"]] == ["skipped"]
+    np.save(d / "raw.npy", (raw + 1).numpy())  # the latent changed after decoding
     code, out, _ = run_main(capsys, "decode", d / "raw.npy", "-o", tmp_path / "dec", "--weights", cli_weights, "--unscaled", "--json")
     assert [r["status"] for r in json.loads(out)["results"]] == ["ok"]
 
@@ -336,9 +319,9 @@ def test_sample_seed_save_dist_no_scale_and_resize(tmp_path, capsys, cli_weights
     lat = read_latent(tmp_path / "s" / "p.safetensors")
     tensors = load_file(tmp_path / "s" / "p.safetensors")
     mean, logvar = tensors["mean"], tensors["logvar"]
-    assert lat.meta.posterior == "sample" and lat.meta.seed is not None
-    # the draw is reproducible from the metadata alone: latent = scale * (mean + std * eps(seed) - shift)
-    eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(lat.meta.seed))
+    assert lat.meta.posterior == "sample" and lat.meta.seed == 3 and lat.meta.sample_seed not in (None, 3)
+    # the draw is reproducible from the metadata alone: latent = scale * (mean + std * eps(sample_seed) - shift)
+    eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(lat.meta.sample_seed))
     torch.testing.assert_close(lat.tensor, 0.5 * (mean + torch.exp(0.5 * logvar) * eps - 0.1), rtol=1e-5, atol=1e-5)
     assert run_main(capsys, "encode", src, "-o", tmp_path / "s2", "--sample", "--seed", "3", *common)[0] == 0
     assert torch.equal(read_latent(tmp_path / "s2" / "p.safetensors").tensor, lat.tensor)

@@ -73,7 +73,14 @@ Output = Annotated[
     Optional[Path],
     typer.Option("-o", "--output", help="Output folder; folder inputs keep their relative paths under it.", rich_help_panel=OUTPUT_PANEL),
 ]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo outputs that exist and are up to date.", rich_help_panel=OUTPUT_PANEL)]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Redo outputs that are up to date, and replace existing files that vaecli did not make from this input. Inputs are never replaced.",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
 Json = Annotated[
     bool,
     typer.Option("--json", help="Print one JSON document on stdout: {results: [...], summary: {...}}.", rich_help_panel=OUTPUT_PANEL),
