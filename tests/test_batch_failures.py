@@ -73,7 +73,7 @@ def test_a_truncated_gif_fails_alone_and_the_next_videos_are_done(tmp_path, caps
         code, doc, err = run_json(capsys, command, vids, "-o", tmp_path / command, "--weights", cli_weights, "--device", "cpu", *extra)
         res = by_name(doc)
         assert code == 1 and res["a_broken.gif"]["status"] == "failed" and res["b_fine.gif"]["status"] == "ok", err
-        assert "a_broken.gif" in res["a_broken.gif"]["error"] and "internal error" not in err
+        assert "a_broken.gif: corrupt or truncated GIF" in res["a_broken.gif"]["error"] and "internal error" not in err
 
 
 @pytest.mark.parametrize("case", ["report-is-a-folder", "report-parent-missing", "output-is-a-file"])

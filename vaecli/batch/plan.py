@@ -66,6 +66,8 @@ def plan_jobs(found: list[Found], name: Callable[[Job], None]) -> list[Job]:
                 name(job)
             except InputError as e:
                 job.error = str(e)
+            except Exception as e:  # noqa: BLE001 - a header nobody expected fails this input, not the plan
+                job.error = f"{job.input}: cannot plan it ({type(e).__name__}: {e})"
         jobs.append(job)
     _refuse_inputs_as_outputs(jobs)
     _fail_clashes(jobs)

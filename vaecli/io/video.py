@@ -25,6 +25,7 @@ from .provenance import image_save_options, video_output_params
 FFMPEG_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 VIDEO_FORMATS = ("mp4", "gif")
 _DEFAULT_GIF_FRAME_MS = 100  # what browsers use for a GIF frame without a duration
+_GIF_ERRORS = (OSError, ValueError, EOFError, SyntaxError, IndexError)  # what Pillow raises on a damaged GIF
 
 
 @dataclass
@@ -56,7 +57,7 @@ def _gif_stream(path: Path, alpha: str) -> VideoStream:
     img = open_image(path)
     try:  # every frame's duration is read before the first frame is used: a truncated file fails here
         durations = [frame.info.get("duration") or _DEFAULT_GIF_FRAME_MS for frame in ImageSequence.Iterator(img)]
-    except (OSError, ValueError, EOFError, SyntaxError) as e:
+    except _GIF_ERRORS as e:
         raise InputError(f"{path}: corrupt or truncated GIF ({e})") from None
     fps = 1000.0 / (sum(durations) / len(durations))
 
@@ -65,7 +66,7 @@ def _gif_stream(path: Path, alpha: str) -> VideoStream:
             for frame in ImageSequence.Iterator(img):
                 arr = to_rgb_float(frame.convert("RGBA"), BACKGROUNDS[alpha])
                 yield torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
-        except (OSError, ValueError, EOFError) as e:
+        except _GIF_ERRORS as e:
             raise InputError(f"{path}: corrupt or truncated GIF ({e})") from None
 
     return VideoStream(frames(), fps, img.width, img.height)
