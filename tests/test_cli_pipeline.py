@@ -11,9 +11,11 @@ import torch
 
 from vaecli.batch.inputs import Found, expand_inputs
 from vaecli.batch.plan import Job, output_base, plan_jobs
+from vaecli.batch.roundtrip import LPIPS_BYTES_PER_PIXEL, lpips_within
 from vaecli.batch.run import Run, run_batched
 from vaecli.config import VAEConfig
 from vaecli.model import AutoencoderKL
+from vaecli.quality.lpips import LPIPS
 from vaecli.runtime.executor import Runner
 
 
@@ -118,3 +120,18 @@ def test_expand_and_plan(tmp_path):
     assert outs["e.png"] == (tmp_path / "out" / "e.safetensors", None)
     for mine, other in (("d/sub/c.jpg", "d/sub/c.png"), ("d/sub/c.png", "d/sub/c.jpg")):  # a clash fails both, naming the other
         assert "also be written for" in outs[mine][1] and other in outs[mine][1]
+
+
+def test_lpips_stays_within_its_budget():
+    """LPIPS (the real network, random weights) batched when the batch fits, image by image when one fits, NaN and a warning when none does."""
+    torch.manual_seed(0)
+    model = LPIPS()
+    x, y = torch.rand(2, 3, 32, 48), torch.rand(2, 3, 32, 48)
+    one = 32 * 48 * LPIPS_BYTES_PER_PIXEL
+    whole = lpips_within(x, y, model, 2 * one, ["a", "b"])
+    torch.testing.assert_close(lpips_within(x, y, model, one, ["a", "b"]), whole, rtol=1e-5, atol=1e-7)
+    assert torch.isfinite(whole).all() and whole.dtype == torch.float64
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        skipped = lpips_within(x, y, model, one - 1, ["a.png", "b.png"])
+    assert torch.isnan(skipped).all() and [str(w.message).split(":")[0] for w in caught] == ["a.png", "b.png"]

@@ -9,6 +9,8 @@ Videos stream a batch of frames at a time; their metrics are means over frames.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,8 @@ from .plan import Job, output_base
 from .report import with_metric_means
 from .run import Run, run_batched, triage
 
+LPIPS_BYTES_PER_PIXEL = 1024  # VGG16's five taps for both images in float32 (about 912 B per pixel), with some slack
+
 
 @dataclass
 class RoundtripOptions:
@@ -66,14 +70,36 @@ def name_roundtrip(job: Job, out_dir: Path | None, compare: bool) -> None:
         job.outputs = (recon, compare_path(recon)) if compare else (recon,)
 
 
-def metrics(x: torch.Tensor, y: torch.Tensor, lpips_model) -> dict[str, torch.Tensor]:
-    """(B, 3, H, W) in [0, 1] pairs -> per-item metrics (float64, CPU), computed on y's (the model's) device."""
+def lpips_within(x: torch.Tensor, y: torch.Tensor, model: Callable, budget: int | None, names: list[str]) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] pairs -> (B,) LPIPS, float64 on the CPU.
+
+    LPIPS holds VGG16's activations of the whole image: the batch goes at once when it fits
+    `budget`, else image by image, and an image that alone would not fit gets NaN (null) and a
+    warning naming it (`names`) instead of exceeding --max-memory.
+    """
+    need = x.shape[-2] * x.shape[-1] * LPIPS_BYTES_PER_PIXEL
+    with torch.inference_mode():
+        if budget is None or need * x.shape[0] <= budget:
+            return model(x * 2 - 1, y * 2 - 1).flatten().double().cpu()
+        values = torch.full((x.shape[0],), math.nan, dtype=torch.float64)
+        for i in range(x.shape[0]):
+            if need <= budget:
+                values[i] = float(model(x[i : i + 1] * 2 - 1, y[i : i + 1] * 2 - 1))
+            else:
+                warnings.warn(f"{names[i]}: LPIPS skipped, it would need about {need / 2**30:.1f} GiB of a {budget / 2**30:.1f} GiB budget")
+    return values
+
+
+def metrics(x: torch.Tensor, y: torch.Tensor, lpips_model, lpips_budget: int | None = None, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """(B, 3, H, W) in [0, 1] pairs -> per-item metrics (float64, CPU), computed on y's (the model's) device.
+
+    PSNR and SSIM run in bands of rows (vaecli.quality.metrics); LPIPS within `lpips_budget`.
+    """
     x = x.to(y.device)
-    m = {"psnr": psnr(x, y), "ssim": ssim(x, y)}
+    m = {"psnr": psnr(x, y).double().cpu(), "ssim": ssim(x, y).double().cpu()}
     if lpips_model is not None:
-        with torch.inference_mode():
-            m["lpips"] = lpips_model(x * 2 - 1, y * 2 - 1).flatten()
-    return {k: v.double().cpu() for k, v in m.items()}
+        m["lpips"] = lpips_within(x, y, lpips_model, lpips_budget, names or ["an input"] * x.shape[0])
+    return m
 
 
 class Roundtripper:
@@ -84,6 +110,7 @@ class Roundtripper:
         self.eo = opts.encode
         self.batch_size = self.eo.batch_size or runner.default_batch_size
         self.needed = ("psnr", "ssim") + (("lpips",) if opts.lpips is not None else ())
+        self.lpips_budget = runner.memory.budget(runner.device)  # LPIPS runs after the model, in its memory
 
     def recipe(self, job: Job) -> Recipe:
         return Recipe.of(self.eo.model_identity, output="reconstruction", **shaping_options(self.eo), sample_seed=sample_seed(self.eo, job),
@@ -99,7 +126,7 @@ class Roundtripper:
         x = torch.stack([p.pixels for p in batch])  # (B, 3, Hp, Wp)
         y = self.reconstruct(x, [sample_seed(self.eo, p.job) for p in batch], h, w)
         x = x[..., :h, :w]
-        values = metrics(x, y, self.opts.lpips)
+        values = metrics(x, y, self.opts.lpips, self.lpips_budget, [str(p.job.input) for p in batch])
         y = y.cpu()
         for i, p in enumerate(batch):
             self.finish(p, x[i], y[i], {k: float(v[i]) for k, v in values.items()})
@@ -131,7 +158,7 @@ class Roundtripper:
             for frames, h, w, _ in frame_batches(stream, self.eo.size, self.runner.vae.downsample_factor, self.batch_size):
                 x = torch.stack(frames)  # (T', 3, Hp, Wp)
                 y = self.reconstruct(x, frame_seeds(seed, n, len(frames)), h, w)
-                for k, v in metrics(x[..., :h, :w], y, self.opts.lpips).items():
+                for k, v in metrics(x[..., :h, :w], y, self.opts.lpips, self.lpips_budget, [str(job.input)] * len(frames)).items():
                     sums[k] = sums.get(k, 0.0) + float(v.sum())
                 n += len(frames)
                 out.append(to_uint8(f) for f in y.cpu())
