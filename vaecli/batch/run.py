@@ -13,6 +13,7 @@ large, so progress never stalls.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -28,6 +29,7 @@ from .plan import Job
 from .report import make_result, summarize
 
 DEFAULT_WORKERS = 4  # image decoding threads: Pillow releases the GIL while decoding
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 def describe_failure(job: Job, error: BaseException, doing: str) -> str:
@@ -36,6 +38,8 @@ def describe_failure(job: Job, error: BaseException, doing: str) -> str:
         return str(error)
     first = (str(error).strip().splitlines() or ["no detail"])[0][:300]
     if isinstance(error, OSError):
+        if error.errno in _WRITE_ERRNOS:  # a full or read-only disk inside a streamed step (a video) is a write failure too
+            doing = "write"
         where = job.output if doing == "write" and job.output is not None else job.input
         return f"{where}: cannot {doing} ({error.strerror or first})"
     if doing == "write":

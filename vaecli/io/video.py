@@ -138,10 +138,20 @@ class VideoWriter:
             if self.is_gif:
                 self._gif_frames.append(Image.fromarray(a, "RGB"))
             else:
-                if self._ffmpeg is None:
-                    self._ffmpeg = self._open_ffmpeg(a.shape[0], a.shape[1])
-                self._ffmpeg.append_data(a)
+                with self._naming_errors():
+                    if self._ffmpeg is None:
+                        self._ffmpeg = self._open_ffmpeg(a.shape[0], a.shape[1])
+                    self._ffmpeg.append_data(a)
             self.frames += 1
+
+    @contextlib.contextmanager
+    def _naming_errors(self):
+        """ffmpeg's failures (a full disk shows as a broken pipe) as one line naming the target."""
+        try:
+            yield
+        except (OSError, RuntimeError) as e:
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+            raise InputError(f"{self.path}: cannot write ({detail})") from None
 
     def _open_ffmpeg(self, h: int, w: int):
         import imageio.v2 as iio
@@ -160,8 +170,9 @@ class VideoWriter:
                            **image_save_options("gif", self.provenance))
                 return
             writer, self._ffmpeg = self._ffmpeg, None
-            writer.close()
-            _copy_stream(self._stream, tmp, video_output_params(self.provenance))
+            with self._naming_errors():
+                writer.close()
+                _copy_stream(self._stream, tmp, video_output_params(self.provenance))
 
     def _abort(self) -> None:
         if self._ffmpeg is not None:  # an error mid-stream: stop ffmpeg before its scratch file is removed
@@ -188,4 +199,4 @@ def _copy_stream(source: Path, target: Path, params: list[str]) -> None:
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(source), "-map", "0", "-c", "copy", *params, "-f", "mp4", str(target)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise OSError(f"ffmpeg could not write {target.name}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        raise OSError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"ffmpeg exit code {proc.returncode}")
