@@ -128,3 +128,15 @@ def test_weights_digests_are_cached_on_size_and_mtime(tmp_path):
     weights.write_bytes(b"weights v2")  # replaced in place: same size, new mtime
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert DigestCache(cache).sha256(weights) == hashlib.sha256(b"weights v2").hexdigest()
+
+
+def test_a_moved_source_still_owns_its_output(source, tmp_path):
+    """A dataset moved with its outputs (or a byte-identical copy): the output is still this source's, and up to date."""
+    out = tmp_path / "out.png"
+    _write_ours(source, out)
+    moved = tmp_path / "elsewhere" / "in.png"
+    moved.parent.mkdir()
+    source.rename(moved)
+    assert _judge(moved, out).action == "skip"
+    moved.write_bytes(b"pixelz")  # a different file at the new place: not ours
+    assert _judge(moved, out).action == "fail"

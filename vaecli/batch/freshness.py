@@ -5,9 +5,10 @@ resolved path and fingerprint (size, mtime_ns, sha256, taken before the source w
 model's identity (registry name, sha256 of the weights file and of a --config file) and every
 option that changes the output's bytes. For each planned output that already exists:
 
-- its document names this same source: it is ours. Skipped when the model, the options and the
-  source's fingerprint all match in full (a touched file with the same sha256 still matches),
-  redone otherwise, redone anyway with --overwrite;
+- its document names this same source (its path, or its exact bytes: a dataset moved with its
+  outputs, a copy): it is ours. Skipped when the model, the options and the source's fingerprint
+  all match in full (a touched file with the same sha256 still matches), redone otherwise, redone
+  anyway with --overwrite;
 - anything else (a user's photo, an unrelated .safetensors, a file vaecli made from another
   source) is refused for this input with a one-line error, unless --overwrite.
 
@@ -77,25 +78,34 @@ def _state(path: Path) -> tuple | None:
 
 
 class SourceHashes:
-    """sha256 of sources, computed at most once per run and only when a recorded mtime no longer matches."""
+    """sha256 of sources, computed at most once per run and only when size and mtime cannot settle a question."""
 
     def __init__(self):
         self._known: dict[tuple, str] = {}
+
+    def sha256(self, source: Path) -> str:
+        st = source.stat()
+        key = (str(source), st.st_size, st.st_mtime_ns)
+        if key not in self._known:
+            self._known[key] = file_digest(source)
+        return self._known[key]
 
     def unchanged(self, source: Path, recorded: dict) -> bool:
         st = source.stat()
         if recorded.get("size") != st.st_size:
             return False
-        if recorded.get("mtime_ns") == st.st_mtime_ns:
-            return True
-        key = (str(source), st.st_size, st.st_mtime_ns)
-        if key not in self._known:
-            self._known[key] = file_digest(source)
-        return recorded.get("sha256") == self._known[key]
+        return recorded.get("mtime_ns") == st.st_mtime_ns or recorded.get("sha256") == self.sha256(source)
 
 
-def _ours(doc: dict | None, source: Path) -> bool:
-    return isinstance(doc, dict) and isinstance(doc.get("source"), dict) and doc["source"].get("path") == str(source.resolve())
+def _ours(doc: dict | None, source: Path, hashes: SourceHashes) -> bool:
+    """Made by vaecli from this source: the recorded path is this file's, or (a dataset moved, a copy)
+    the recorded bytes are this file's bytes, so what it holds is what this source would give."""
+    if not (isinstance(doc, dict) and isinstance(doc.get("source"), dict)):
+        return False
+    recorded = doc["source"]
+    if recorded.get("path") == str(source.resolve()):
+        return True
+    return recorded.get("size") == source.stat().st_size and recorded.get("sha256") == hashes.sha256(source)
 
 
 def _refusal(source: Path, output: Path, doc: dict | None) -> str:
@@ -130,7 +140,7 @@ def decide(source: Path, outputs: tuple[Path, ...], recipe: Recipe, overwrite: b
         if out.is_dir():
             return Decision("fail", f"{source}: its output {out} is a folder")
         doc = read_provenance(out)
-        if not _ours(doc, source):
+        if not _ours(doc, source, hashes):
             if not overwrite:
                 return Decision("fail", _refusal(source, out, doc))
             fresh = False
@@ -153,7 +163,7 @@ def write_guard(source: Path, output: Path, seen: dict, overwrite: bool):
     def check() -> None:
         if overwrite or _state(output) == seen.get(output):
             return
-        if not _ours(read_provenance(output), source):
+        if not _ours(read_provenance(output), source, SourceHashes()):
             raise InputError(f"{source}: {output} appeared or changed during the run and is not ours to replace; left as it is")
 
     return check
