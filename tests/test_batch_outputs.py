@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.clitools import by_name, noise_image, run_json, run_main, snapshot, vaecli
+from tests.clitools import by_name, noise_image, run_json, run_main, snapshot
 from vaecli.io.latents import read_latent
 
 
@@ -19,7 +19,7 @@ def _common(weights):
     return ("--weights", weights, "--device", "cpu")
 
 
-def test_decode_into_the_photos_folder_never_replaces_the_photos(tmp_path, capsys, cli_weights):
+def test_decode_into_the_photos_folder_never_replaces_the_photos(tmp_path, capsys, cli_weights, monkeypatch):
     """`vaecli encode photos/` (latents beside), then `vaecli decode photos/*.safetensors -o photos/`."""
     photos = tmp_path / "photos"
     for i in range(7):
@@ -31,8 +31,9 @@ def test_decode_into_the_photos_folder_never_replaces_the_photos(tmp_path, capsy
     assert "p0.png already exists and was not written by vaecli; pass --overwrite" in err
     assert {k: v for k, v in snapshot(photos).items() if k.endswith(".png")} == before
     # The same with one file, in the folder itself, as the issue ran it: the photo stays.
-    p = vaecli("decode", "p3.safetensors", "-o", ".", cwd=photos)
-    assert p.returncode == 1 and "p3.png already exists" in p.stderr and "Traceback" not in p.stderr
+    monkeypatch.chdir(photos)
+    code, out, err = run_main(capsys, "decode", "p3.safetensors", "-o", ".")
+    assert code == 1 and "p3.png already exists" in err and "Traceback" not in err
     assert snapshot(photos)["p3.png"] == before["p3.png"]
 
 

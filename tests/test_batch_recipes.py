@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from tests.clitools import by_name, noise_image, run_json, run_main, vaecli
+from tests.clitools import by_name, noise_image, run_json, run_main
 from vaecli.io import images
 from vaecli.io.latents import read_latent
 from vaecli.model import AutoencoderKL
@@ -127,15 +127,16 @@ def test_nothing_to_do_is_a_warning_and_exit_2(tmp_path, capsys, cli_weights):
     assert code == 0 and "Warning:" in err and "encoded 1 ok" in out
 
 
-def test_control_characters_in_names_are_escaped_in_the_table_and_errors(tmp_path, cli_weights):
+def test_control_characters_in_names_are_escaped_in_the_table_and_errors(tmp_path, capsys, cli_weights, monkeypatch):
     folder = tmp_path / "in"
     noise_image(folder / "good\tone.png", 16, 16, 0)
     (folder / "bad\nname.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    p = vaecli("roundtrip", folder, "--weights", cli_weights, "--device", "cpu", "--no-lpips", env={"COLUMNS": "400"})
-    assert p.returncode == 1
-    (line,) = [x for x in p.stderr.splitlines() if x.startswith("failed:")]
-    assert "bad\\nname.png" in line and "name.png" not in p.stderr.replace(line, "")  # one line, the name escaped
-    assert "bad\\nname.png" in p.stdout and "good\\tone.png" in p.stdout
+    monkeypatch.setenv("COLUMNS", "400")  # the table's width: long paths on one line
+    code, out, err = run_main(capsys, "roundtrip", folder, "--weights", cli_weights, "--device", "cpu", "--no-lpips")
+    assert code == 1
+    (line,) = [x for x in err.splitlines() if x.startswith("failed:")]
+    assert "bad\\nname.png" in line and "name.png" not in err.replace(line, "")  # one line, the name escaped
+    assert "bad\\nname.png" in out and "good\\tone.png" in out
 
 
 @pytest.mark.parametrize("key, value", [("scaling_factor", "0"), ("scaling_factor", "nan"), ("height", "-4"), ("width", "0")])

@@ -78,7 +78,7 @@ def test_folder_encode_fails_per_file_then_resumes(dataset, tmp_path, capsys, cl
         assert code == 0 and [r["status"] for r in json.loads(stdout)["results"]] == [want] * 3
 
 
-def test_rgba_517x301_roundtrips_to_its_size_with_no_decode_flags(tmp_path, cli_weights):
+def test_rgba_517x301_roundtrips_to_its_size_with_no_decode_flags(tmp_path, capsys, cli_weights):
     src = noise_image(tmp_path / "in" / "pic.png", 517, 301, 5, "RGBA")
     p = vaecli("encode", src, "-o", tmp_path / "lat", "--weights", cli_weights, "--device", "cpu")
     assert p.returncode == 0, p.stderr
@@ -87,8 +87,8 @@ def test_rgba_517x301_roundtrips_to_its_size_with_no_decode_flags(tmp_path, cli_
     assert (lat.meta.height, lat.meta.width, lat.meta.scaled) == (301, 517, True)
     assert "reflect" in lat.meta.size_handling and lat.meta.model == "tiny-f8"
 
-    p = vaecli("decode", tmp_path / "lat" / "pic.safetensors", "-o", tmp_path / "dec")
-    assert p.returncode == 0, p.stderr
+    code, _, err = run_main(capsys, "decode", tmp_path / "lat" / "pic.safetensors", "-o", tmp_path / "dec")
+    assert code == 0, err
     img = Image.open(tmp_path / "dec" / "pic.png")
     assert (img.size, img.mode) == ((517, 301), "RGB")
 
@@ -103,13 +103,13 @@ def test_rgba_517x301_roundtrips_to_its_size_with_no_decode_flags(tmp_path, cli_
     assert torch.allclose(vae.scale_latents(vae.encode(x[None] * 2 - 1).mode())[0], lat.tensor, atol=1e-4)
 
 
-def test_json_schema_and_progress_only_on_a_terminal(tmp_path, cli_weights):
+def test_json_schema_and_progress_only_on_a_terminal(tmp_path, capsys, cli_weights):
     noise_image(tmp_path / "a.png", 24, 24, 0)
     noise_image(tmp_path / "b.png", 16, 20, 1)
     args = ["encode", tmp_path / "a.png", tmp_path / "b.png", tmp_path / "missing.png", "-o", tmp_path / "o", "--weights", cli_weights, "--device", "cpu"]
-    p = vaecli(*args, "--json")
-    assert p.returncode == 1
-    doc = json.loads(p.stdout)  # exactly one JSON document on stdout
+    code, out, err = run_main(capsys, *args, "--json")
+    assert code == 1
+    doc = json.loads(out)  # exactly one JSON document on stdout
     assert set(doc) == {"results", "summary"} and len(doc["results"]) == 3
     for r in doc["results"]:
         assert RESULT_KEYS <= set(r) and r["status"] in ("ok", "skipped", "failed")
@@ -117,7 +117,7 @@ def test_json_schema_and_progress_only_on_a_terminal(tmp_path, cli_weights):
     assert [r["shape"] for r in ok] == [[4, 3, 3], [4, 3, 2]]  # 16x20 pads to 16x24
     assert doc["results"][2]["error"].endswith("missing.png: no such file or folder")
     assert {"total", "ok", "skipped", "failed", "seconds"} <= set(doc["summary"])
-    assert "encode" not in p.stderr.replace("missing.png", "")  # no progress bar on a pipe
+    assert "encode" not in err.replace("missing.png", "")  # no progress bar when stderr is not a terminal
 
     # stderr on a pseudo-terminal: the progress bar appears, unless --quiet
     def stderr_on_tty(*extra) -> str:
@@ -176,8 +176,8 @@ def test_gif_and_mp4_encode_to_frames_and_decode_with_same_count_and_fps(tmp_pat
     with iio.get_writer(vids / "clip.mp4", fps=12, codec="libx264", macro_block_size=1) as w:
         for f in frames + frames[:2]:
             w.append_data(f)
-    p = vaecli("encode", vids, "-o", tmp_path / "lat", "--weights", cli_weights, "--device", "cpu", "--batch-size", "3", "--json")
-    assert p.returncode == 0, p.stderr
+    code, _, err = run_main(capsys, "encode", vids, "-o", tmp_path / "lat", "--weights", cli_weights, "--device", "cpu", "--batch-size", "3", "--json")
+    assert code == 0, err
     gif_lat, mp4_lat = read_latent(tmp_path / "lat" / "anim.safetensors"), read_latent(tmp_path / "lat" / "clip.safetensors")
     assert gif_lat.tensor.shape == (5, 4, 3, 4) and gif_lat.meta.fps == pytest.approx(5.0) and gif_lat.meta.frames == 5
     assert mp4_lat.tensor.shape == (7, 4, 3, 4) and mp4_lat.meta.fps == pytest.approx(12.0)
