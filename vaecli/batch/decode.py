@@ -80,8 +80,10 @@ def raw_latent(latent: Latent, vae: AutoencoderKL, scaled: bool | None) -> torch
 
 
 def crop(pixels: torch.Tensor, latent: Latent) -> torch.Tensor:
-    """(..., 3, Hp, Wp) in [-1, 1] -> [0, 1], cropped back to the recorded content size."""
-    x = ((pixels + 1) / 2).clamp(0, 1)
+    """(..., 3, Hp, Wp) in [-1, 1] -> [0, 1] in place (the Runner's output, an inference tensor), cropped back
+    to the recorded content size."""
+    with torch.inference_mode():
+        x = pixels.add_(1).div_(2).clamp_(0, 1)
     return x if latent.meta is None else x[..., : latent.meta.height, : latent.meta.width]
 
 

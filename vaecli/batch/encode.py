@@ -186,7 +186,7 @@ class Encoder:
         )
 
     def latent_of(self, x: torch.Tensor, seeds: list[int | None]) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
-        post = self.runner.encode(x * 2 - 1)  # (B, 3, H, W) in [-1, 1]
+        post = self.runner.encode(x.mul(2).sub_(1))  # (B, 3, H, W) in [-1, 1]
         z = choose_latent(post, seeds)
         return (self.vae.scale_latents(z) if self.opts.scale else z), post
 

@@ -8,6 +8,7 @@ checks configs and weights files) once per distinct model.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,16 +57,28 @@ class ModelFlags:
         return model_identity(self.model, weights, self.config, digests)
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc/self/statm); 0 where unknown."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 def memory_split(max_memory: int | None, device: torch.device) -> tuple[int | None, int]:
     """(bytes for the model's policy, bytes for the data in flight) under --max-memory.
 
-    On a CPU both share one RAM budget, so the model gets 3/4 of it. On a GPU --max-memory is device
-    memory and the data lives in host RAM: the model keeps it all, the data gets 1/4 of the host's budget.
+    On a CPU --max-memory bounds the process: what is resident already (torch, the weights) is taken
+    out, the data gets 1/4 of the rest and the model 3/4 (never less than a quarter of --max-memory
+    between them). Without --max-memory the default budget is of the memory still available. On a
+    GPU --max-memory is device memory and the data lives in host RAM: the model keeps it all, the
+    data gets 1/4 of the host's default budget.
     """
     host = memory_budget(torch.device("cpu"))
     if torch.device(device).type != "cpu":
         return max_memory, host // DATA_SHARE
-    total = max_memory if max_memory is not None else host
+    total = host if max_memory is None else max(max_memory - resident_bytes(), max_memory // DATA_SHARE)
     return total - total // DATA_SHARE, total // DATA_SHARE
 
 

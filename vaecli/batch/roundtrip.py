@@ -118,8 +118,9 @@ class Roundtripper:
 
     def reconstruct(self, x: torch.Tensor, seeds: list[int | None], h: int, w: int) -> torch.Tensor:
         """(B, 3, Hp, Wp) in [0, 1] -> the reconstruction's content (B, 3, h, w) in [0, 1], on the model's device."""
-        z = choose_latent(self.runner.encode(x * 2 - 1), seeds)
-        return ((self.runner.decode(z)[..., :h, :w] + 1) / 2).clamp(0, 1)
+        z = choose_latent(self.runner.encode(x.mul(2).sub_(1)), seeds)
+        with torch.inference_mode():  # in place: the decoder's output is ours (an inference tensor)
+            return self.runner.decode(z)[..., :h, :w].add_(1).div_(2).clamp_(0, 1)
 
     def images(self, batch: list[Prepared]) -> None:
         h, w = batch[0].height, batch[0].width  # one padded size and one content size per batch

@@ -121,8 +121,10 @@ MaxMemory = Annotated[
         "--max-memory",
         metavar="SIZE",
         parser=parse_bytes,
-        help="Memory the model may use (e.g. 4GiB). Batches estimated to need more run tiled, exactly (same result); "
-        "an out-of-memory error retries the batch tiled. Default: 90% of free GPU memory, or half the available RAM on CPU.",
+        help="Memory to stay within (e.g. 4GiB): on a CPU the whole process's (torch and the weights, images read ahead and "
+        "outputs being written, the model's activations), on a GPU the model's device memory. Batches estimated to need more "
+        "run tiled, exactly (same result); an out-of-memory error retries the batch tiled. "
+        "Default: 90% of free GPU memory, or half the available RAM on CPU.",
         rich_help_panel=MODEL_PANEL,
     ),
 ]

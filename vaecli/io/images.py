@@ -160,8 +160,8 @@ def pad_to_multiple(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, str]:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded."""
-    return (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded (one float temporary: a 4K frame is 100 MB)."""
+    return x.detach().float().mul(255.0).clamp_(0, 255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
