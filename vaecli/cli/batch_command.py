@@ -10,12 +10,14 @@ result (exit 1 when some failed).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
+from ..errors import EXIT_USAGE
 from .output import (
     Reporter,
     plain_warnings,
@@ -103,12 +105,16 @@ def run_batch(cmd: BatchCommand, inputs: list[str], output: Path | None, json_: 
     results, summary = merged
     if cmd.metrics:
         summary = with_metric_means(summary, results)
-    if report is not None:
-        write_report(report, results, summary)
     if json_:
         print_json({"results": results, "summary": summary})
     elif cmd.metrics and not quiet:
         print_table(results, summary)
     elif not quiet:
         print(summary_line(cmd.past, summary))
+    if report is not None:
+        try:  # checked before the run; if it still fails now, the results above are not lost with it
+            write_report(report, results, summary)
+        except OSError as e:
+            print(f"Error: --report {printable(str(report))}: cannot write ({e.strerror or e})", file=sys.stderr)
+            return EXIT_USAGE
     return exit_code(results)
