@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tests.clitools import by_name, noise_image, run_json, run_main
 from vaecli.io import images
 from vaecli.io.latents import read_latent
+from vaecli.io.provenance import PROVENANCE_KEY, provenance_text, read_provenance
 from vaecli.model import AutoencoderKL
 from vaecli.weights.checkpoints import config_from_weights, save_weights
 
@@ -151,3 +153,20 @@ def test_a_latent_with_a_bad_metadata_field_fails_alone_naming_it(tmp_path, caps
     assert code == 1 and res["b.safetensors"]["status"] == "ok" and res["a.safetensors"]["status"] == "failed"
     assert f"a.safetensors: latent metadata field {key}=" in err and not (tmp_path / "dec" / "a.png").exists()
     assert np.asarray(Image.open(tmp_path / "dec" / "b.png")).shape == (16, 24, 3)
+
+
+def test_a_skipped_result_reports_only_the_result_fields_its_output_records(tmp_path, capsys, cli_weights):
+    """An up-to-date latent whose document also records report fields (another vaecli version, an edit):
+    the skipped result keeps its own input, status and error (it was a TypeError: "internal error", exit 2)."""
+    src = noise_image(tmp_path / "in" / "a.png", 24, 16, 0)
+    args = ["encode", src, "-o", tmp_path / "lat", "--weights", cli_weights, "--device", "cpu"]
+    assert run_main(capsys, *args, "--quiet")[0] == 0
+    path = tmp_path / "lat" / "a.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    doc = read_provenance(path)
+    doc["results"] |= {"input": "/elsewhere.png", "status": "failed", "error": "recorded", "note": "x"}
+    save_file(tensors, str(path), metadata=meta | {PROVENANCE_KEY: provenance_text(doc)})
+    code, report, err = run_json(capsys, *args)
+    assert code == 0 and "internal error" not in err
+    assert report["results"] == [{"input": str(src), "output": str(path), "status": "skipped", "error": None, "shape": [4, 2, 3]}]

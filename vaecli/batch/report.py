@@ -13,6 +13,7 @@ from ..errors import EXIT_OK, EXIT_SOME_FAILED
 
 STATUSES = ("ok", "skipped", "failed")
 METRICS = ("psnr", "ssim", "lpips")
+EXTRAS = ("shape", "width", "height", "frames", "fps", *METRICS)  # what a result may add; a skipped one, from its output
 
 
 def make_result(input_path, output, status: str, error: str | None = None, **extra) -> dict:

@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..io.atomic import sweep_abandoned
 from .freshness import Recipe, SourceHashes, decide
 from .plan import Job
-from .report import make_result, summarize
+from .report import EXTRAS, make_result, summarize
 
 DEFAULT_WORKERS = 4  # image decoding threads: Pillow releases the GIL while decoding
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
@@ -200,7 +200,7 @@ def triage(run: Run, jobs: list[Job], recipe_for: Callable[[Job], Recipe], overw
         if decision.action == "fail":
             run.fail(job, decision.error)
         elif decision.action == "skip":
-            run.finish(job, "skipped", **decision.recorded)
+            run.finish(job, "skipped", **{k: v for k, v in decision.recorded.items() if k in EXTRAS})
         else:
             todo.append(job)
     return todo
