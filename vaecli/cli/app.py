@@ -9,17 +9,14 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
-try:  # Typer >= 0.20 vendors its own click; older ones use click itself
-    from typer._click import exceptions as _typer_click
-except ImportError:  # pragma: no cover - depends on the installed Typer
-    _typer_click = click.exceptions
-
-_ExitExc = (click.exceptions.Exit, typer.Exit)
-_ClickExc = (click.ClickException, _typer_click.ClickException)
-_AbortExc = (click.exceptions.Abort, getattr(typer, "Abort", click.exceptions.Abort), KeyboardInterrupt)
+# Typer < 0.26 raises click's exceptions, later ones those of its vendored copy of click; both
+# re-export the same three names, so take the classes from Typer itself and never import click
+# (it is not a dependency of vaecli, nor of current Typer).
+_ExitExc = typer.Exit
+_AbortExc = (typer.Abort, KeyboardInterrupt)
+_ClickExc = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")  # usage errors' base
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, VaecliError
