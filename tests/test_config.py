@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaecli.config import LIMITS, VAEConfig, load_config, shipped_config, shipped_config_names
+from vaecli.config import (
+    LIMITS,
+    VAEConfig,
+    load_config,
+    shipped_config,
+    shipped_config_names,
+)
 from vaecli.errors import ConfigError
 from vaecli.model import AutoencoderKL
 from vaecli.weights.keymap import diffusers_to_ldm_key, diffusers_vae_kwargs
