@@ -378,6 +378,16 @@ def test_unresolvable_host_fails_at_once_and_leaves_no_folder(tmp_path):
         assert leftovers(cache) == ["other-model"]
 
 
+def test_unresolvable_host_keeps_a_partial_for_a_later_resume(payload, tmp_path):
+    dest = tmp_path / "w.safetensors"
+    partial = tmp_path / "w.safetensors.partial"
+    partial.write_bytes(payload[:1000])  # an earlier run that lost the network midway
+    wf = wf_for("http://weights.vaecli-test.invalid/w.safetensors", payload)
+    with pytest.raises(DownloadError, match="does not resolve"):
+        fetch_file(wf, dest, policy=RetryPolicy(retries=3, base_delay=30))
+    assert partial.read_bytes() == payload[:1000] and leftovers(tmp_path) == ["w.safetensors.partial"]
+
+
 def test_verify_of_a_model_not_cached_downloads_nothing(server, payload, tmp_path, monkeypatch, capsys):
     server.routes["/stabilityai/sd-vae-ft-mse-original/resolve/main/vae-ft-mse-840000-ema-pruned.safetensors"] = Route(body=payload)
     monkeypatch.setenv("VAECLI_ENDPOINT", f"http://127.0.0.1:{server.port}")

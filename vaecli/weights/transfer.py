@@ -44,6 +44,10 @@ class _Transient(Exception):
     """A failure a later attempt can fix; the partial file is kept for resume."""
 
 
+class _Unreachable(Exception):
+    """The host's name does not resolve: no attempt now can fix it, a later run may resume the partial."""
+
+
 def _progress(enabled: bool, label: str):
     """A rich progress bar (bytes, speed, ETA) on stderr, or a no-op context when disabled."""
     if not enabled:
@@ -175,7 +179,7 @@ def _attempt(job: TransferJob, session: requests.Session, url: str, headers: dic
         raise _Transient(f"{shown}: timed out ({type(e).__name__})") from e
     except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
         if _name_unresolved(e):  # retrying will not make the network appear
-            raise DownloadError(f"{shown}: cannot reach {url_host(url)}: the host name does not resolve (offline, or a wrong host?)") from None
+            raise _Unreachable(f"{shown}: cannot reach {url_host(url)}: the host name does not resolve (offline, or a wrong host?)") from None
         raise _Transient(f"{shown}: connection failed or dropped ({type(e).__name__})") from e
     except requests.RequestException as e:  # a malformed URL or header, too many redirects: not transient
         raise DownloadError(f"{shown}: request failed ({type(e).__name__}: {e})") from None
@@ -200,7 +204,8 @@ def _name_unresolved(error: BaseException) -> bool:
 def _with_retries(job: TransferJob, session: requests.Session, url: str, headers: dict[str, str], bar) -> tuple[str, str | None]:
     """`_attempt` until it succeeds, backing off exponentially on transient failures.
 
-    A bad file (DownloadError) deletes the partial at once; exhausted retries keep it for resume.
+    A bad file (DownloadError) deletes the partial at once; exhausted retries and an unreachable host
+    keep it for resume.
     """
     for attempt in range(job.policy.retries + 1):
         try:
@@ -209,6 +214,8 @@ def _with_retries(job: TransferJob, session: requests.Session, url: str, headers
             if attempt == job.policy.retries:
                 raise DownloadError(f"{e} (gave up after {attempt + 1} attempts; rerun to resume)") from None
             time.sleep(job.policy.base_delay * 2**attempt)
+        except _Unreachable as e:
+            raise DownloadError(str(e)) from None
         except DownloadError:
             job.partial.unlink(missing_ok=True)
             raise
