@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
-from vaecli.config import VAEConfig, load_config, shipped_config, shipped_config_names
+from vaecli.config import (
+    LIMITS,
+    VAEConfig,
+    load_config,
+    shipped_config,
+    shipped_config_names,
+)
 from vaecli.errors import ConfigError
 from vaecli.model import AutoencoderKL
 from vaecli.weights.keymap import diffusers_to_ldm_key, diffusers_vae_kwargs
@@ -80,6 +87,18 @@ TINY = dict(ch=32, ch_mult=[1, 2], num_res_blocks=1, z_channels=4, embed_dim=4)
         ("num_res_blocks", 0),
         ("dropout", 1.5),
         ("scaling_factor", 0),
+        # bounds: a latent's metadata may carry any config; none of these may start a build
+        ("num_res_blocks", 200000),
+        ("ch", 1 << 20),
+        ("ch_mult", [1] * 9),
+        ("ch_mult", [1, 2, 4, 100]),
+        ("ch_mult", 5),
+        ("z_channels", 10**9),
+        ("embed_dim", 10**9),
+        ("in_channels", 100000),
+        ("attn_resolutions", list(range(1, 100))),
+        ("scaling_factor", float("inf")),
+        ("shift_factor", float("nan")),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path, key, value):
@@ -94,6 +113,29 @@ def test_invalid_values_name_the_key(tmp_path, key, value):
     assert "\n" not in message
     with pytest.raises(ConfigError, match=key):
         VAEConfig.from_dict({**TINY, key: value})
+
+
+def test_the_largest_allowed_config_builds():
+    """LIMITS are consistent with each other (shipped configs within them: test_shipped_config_builds)."""
+    levels = LIMITS["levels"]
+    largest = VAEConfig(
+        ch=LIMITS["ch"],
+        ch_mult=(1,) + (LIMITS["channels"] // LIMITS["ch"],) * (levels - 1),
+        num_res_blocks=LIMITS["num_res_blocks"],
+        z_channels=LIMITS["z_channels"],
+        embed_dim=LIMITS["embed_dim"],
+        attn_resolutions=tuple(256 >> i for i in range(levels)),  # attention at every level
+    )
+    with torch.device("meta"):
+        model = AutoencoderKL(largest)
+    assert len(model.decoder.up) == levels and len(model.decoder.up[0].attn) == LIMITS["num_res_blocks"] + 1
+
+
+def test_json_configs_are_bounded_before_parsing():
+    with pytest.raises(ConfigError, match="characters long"):
+        VAEConfig.from_json(json.dumps({**TINY, "description": "x" * (1 << 20)}))
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        VAEConfig.from_json("[" * 30000 + "]" * 30000)
 
 
 def test_missing_required_key(tmp_path):

@@ -29,6 +29,10 @@ def load_vae(
     - `config`: a YAML path (ours or an LDM/sgm config.yaml) or a VAEConfig; overrides the model's;
     - `weights`: a safetensors file; one written by vaecli carries its config and needs no other.
     With none of them, the embedded default model is loaded.
+
+    Safe on files from others (a latent's metadata names a config and a weights file): configs are
+    bounded (config.LIMITS), and the weights file is judged before any model is built; a config
+    whose architecture differs from the one a self-describing file carries is refused, naming both.
     """
     dev = pick_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -46,7 +50,7 @@ def load_vae(
             raise ConfigError("a config alone has no weights: give a weights file (--weights) or a model (--model)")
         weights = registry.weights_path(model)
     if cfg is None:
-        cfg = config_from_weights(weights) if Path(weights).suffix == ".safetensors" else None
+        cfg = config_from_weights(weights)
         if cfg is None:
             raise ConfigError(f"{weights}: carries no vaecli config; give --config or --model to say its architecture")
     if model is not None and cfg.name is None:

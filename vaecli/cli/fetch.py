@@ -7,7 +7,6 @@ command when weights are missing.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -36,7 +35,7 @@ def fetch_weights(
     names: Annotated[Optional[list[str]], typer.Argument(help="Registry names (see `vaecli models`).", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Fetch every registry entry.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Download again even when cached.")] = False,
-    verify: Annotated[bool, typer.Option("--verify", help="Hash cached files against their pinned or recorded sha256.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Hash cached files against their pinned or recorded sha256; downloads nothing.")] = False,
     print_path: Annotated[bool, typer.Option("--print-path", help="Print only the local path of each file.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (default: VAECLI_CACHE, $XDG_CACHE_HOME/vaecli, ~/.cache/vaecli).")] = None,
     url: Annotated[Optional[str], typer.Option("--url", help="Fetch a file from this URL instead (needs --name).")] = None,
@@ -55,17 +54,18 @@ def fetch_weights(
     """
     from ..weights import (
         download,  # requests costs ~0.1 s of start-up: only this command pays it
+        hub,
     )
 
     entries = _entries(names or [], all_, url, sha256, name)
     explicit_token = token
-    token = token or os.environ.get("HF_TOKEN") or None
-    hosts = set(download.hub_token_hosts())
+    token = hub.resolve_token(token)  # stripped; whitespace inside is refused before any download
+    hosts = set(hub.hub_token_hosts())
     report, failed = [], 0
     for entry in entries:
         # An explicit --token with --url is meant for that URL's host; HF_TOKEN never leaves the hub.
         custom = url is not None and entry.name == name
-        extra = {download.url_host(url)} if custom and explicit_token else set()
+        extra = {hub.url_host(url)} if custom and explicit_token else set()
         item: dict = {"name": entry.name, "files": []}
         try:
             results = download.fetch_entry(
