@@ -168,7 +168,7 @@ HELD_OUT = (
     _lomiri("analogpattern_by_Peter_Nerlich.jpg", "CC-BY-SA-4.0", "Peter Nerlich"),  # fine texture: film grain
     Image("skimage:text", "public domain", "https://en.wikipedia.org/wiki/File:Corner.png"),  # text (172x448: full size only)
     Image("skimage:page", "public domain (scikit-image)", "scikit-image data"),  # text: a scanned page (191x384: full size only)
-    _plasma("SafeLanding", "5120x2880.jpg", "LGPL-3.0", "(see its metadata.json)", "art"),  # a painting, full size only
+    _plasma("SafeLanding", "5120x2880.jpg", "CC-BY-SA-4.0", "Louis Durrant", "art"),  # a painting, full size only
 )
 
 assert not {i.name for i in TRAIN} & {i.name for i in HELD_OUT}, "a held-out image is in the training set"

@@ -84,6 +84,27 @@ def evaluate_full(vae: AutoencoderKL, min_side: int = 0, images=data.HELD_OUT, l
     return {"min_side": min_side, "images": per_image, "mean": summarise(per_image)}
 
 
+@torch.no_grad()
+def evaluate_sizes(vae: AutoencoderKL, sides: list[int], images=data.HELD_OUT, log=print) -> dict:
+    """Each image resized (Lanczos) so that its long side is each of `sides` (never enlarged), whole:
+    how quality and colour shift change with nothing but the image's size."""
+    from PIL import Image as PILImage
+
+    runner = Runner(vae.eval())
+    out: dict = {}
+    for img in images:
+        photo = data.load_rgb(img.name)
+        h, w = photo.shape[:2]
+        for side in sides:
+            if side > max(h, w):
+                continue
+            scale = side / max(h, w)
+            view = np.asarray(PILImage.fromarray(photo).resize((round(w * scale), round(h * scale)), PILImage.Resampling.LANCZOS))
+            out.setdefault(img.short, {})[side] = image_metrics(view, reconstruct(runner, view))
+            log(f"{img.short} {side} {out[img.short][side]}")
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", type=Path, default=None, help="a weights file (default: the embedded model)")
@@ -91,6 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-full", action="store_true", help="only the 512x512 set")
     p.add_argument("--no-512", action="store_true", help="only the full-size set")
     p.add_argument("--only", nargs="+", default=None, help="only these held-out images (names as reported)")
+    p.add_argument("--sides", type=int, nargs="+", default=None, help="also each image resized to these long sides")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -105,6 +127,8 @@ def main(argv=None) -> int:
     if not args.no_full:
         results["full"] = evaluate_full(vae, args.min_side, images, log=lambda m: print(m, flush=True))
         print(json.dumps(results["full"]["mean"]), flush=True)
+    if args.sides:
+        results["sides"] = evaluate_sizes(vae, args.sides, images, log=lambda m: print(m, flush=True))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

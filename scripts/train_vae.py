@@ -52,6 +52,7 @@ from train_vae_model import (  # noqa: E402
     init_posterior_logvar,
     lr_at,
     pool_group_norms,
+    set_stats_margin,
 )
 
 from vaecli.model import AutoencoderKL  # noqa: E402
@@ -95,6 +96,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--crops-per-view", type=int, default=4, help="crops per view, normalised with the view's pooled statistics")
     p.add_argument("--min-view", type=int, default=256, help="smallest view side: a whole image is shown at least this large")
     p.add_argument("--whole-view-prob", type=float, default=0.5, help="share of views that show the whole (zoomed) image")
+    p.add_argument(
+        "--stats-margin",
+        type=int,
+        default=0,
+        help="pixels at each crop edge left out of the pooled GroupNorm statistics when every view of the step is at "
+        "least --margin-min-view long: the statistics of a large image's interior, where no zero padding shows",
+    )
+    p.add_argument("--margin-min-view", type=int, default=1024)
     p.add_argument("--photo-weight", type=float, default=3.0, help="sampling weight of colour photographs (art 1, greyscale 0.5)")
     # optimisation
     p.add_argument("--lr", type=float, default=1e-3)
@@ -221,6 +230,8 @@ def train(args) -> int:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
         x = sampler.batch(args.batch_size).to(device)  # (views * crops_per_view, 3, crop, crop)
+        large = min(sampler.last_view_sides) >= args.margin_min_view
+        set_stats_margin(model, args.stats_margin / args.crop if large else 0.0)
         use_gan = disc is not None and step >= args.disc_start
         with autocast:
             posterior = model.encode(x)

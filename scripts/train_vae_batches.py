@@ -37,6 +37,7 @@ class ViewSampler:
         self.min_view = max(min_view, crop)
         self.whole_view_prob = whole_view_prob
         self.gen = torch.Generator().manual_seed(seed)
+        self.last_view_sides: list[int] = []  # long side of each view of the last batch, in view pixels
 
     def _uniform(self, lo: float = 0.0, hi: float = 1.0) -> float:
         return lo + (hi - lo) * torch.rand((), generator=self.gen).item()
@@ -57,6 +58,7 @@ class ViewSampler:
         else:  # a part of it, each side log-uniform between the crop and the whole
             vh, vw = self._log_uniform(self.crop, zh), self._log_uniform(self.crop, zw)
         top, left = self._uniform(0, zh - vh), self._uniform(0, zw - vw)  # view origin, view pixels
+        self.last_view_sides.append(round(max(vh, vw)))
         side = min(self.crop / zoom, h, w)  # a crop's side in source pixels
         flip, perm = self._uniform() < 0.5, torch.randperm(3, generator=self.gen) if self._uniform() < 0.5 else None
         crops = []
@@ -76,6 +78,7 @@ class ViewSampler:
 
     def batch(self, views: int) -> torch.Tensor:
         """(views * crops_per_view, 3, crop, crop) in [-1, 1]; each view's crops consecutive."""
+        self.last_view_sides = []
         return torch.cat([self.view_crops() for _ in range(views)]) * 2 - 1
 
 

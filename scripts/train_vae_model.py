@@ -39,20 +39,37 @@ class ImagePooledGroupNorm(nn.GroupNorm):
     """GroupNorm whose statistics are shared by each run of `crops_per_image` consecutive batch items.
 
     Items i*k .. i*k+k-1 are crops of one image: their groups are normalised with the mean and
-    variance over all k crops, exactly as GroupNorm over the crops laid side by side would. Same
-    parameters (and state_dict) as nn.GroupNorm; k = 1 is nn.GroupNorm itself.
+    variance over all k crops, exactly as GroupNorm over the crops laid side by side would.
+    `margin` (a fraction of the crop side) leaves a band at each crop edge out of the statistics:
+    there the convolutions' zero padding shows, which inside a large image it never does, so the
+    statistics are those of a large image's interior. Same parameters (and state_dict) as
+    nn.GroupNorm; k = 1 with no margin is nn.GroupNorm itself.
     """
 
     crops_per_image: int = 1
+    margin: float = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.crops_per_image
-        if k == 1:
+        k, b, c, h, w = self.crops_per_image, *x.shape
+        m = round(self.margin * h)
+        if k == 1 and m == 0:
             return super().forward(x)
-        b, c, h, w = x.shape
-        stacked = x.view(b // k, k, c, h, w).transpose(1, 2).reshape(b // k, c, k * h, w)  # (images, C, K*H, W)
-        y = F.group_norm(stacked, self.num_groups, self.weight, self.bias, self.eps)  # torch's fused kernel, forward and backward
-        return y.view(b // k, c, k, h, w).transpose(1, 2).reshape(b, c, h, w)  # (B, C, H, W)
+        inner = x[..., m : h - m, m : w - m]  # (B, C, h', w')
+        grouped = inner.reshape(b // k, k, c, -1).transpose(1, 2).reshape(b // k, self.num_groups, -1)  # (images, groups, K*C/G*h'*w')
+        var, mean = torch.var_mean(grouped, dim=-1, correction=0)  # (images, groups)
+        scale = self.weight.view(1, self.num_groups, -1) * torch.rsqrt(var + self.eps)[..., None]  # (images, groups, C/G)
+        shift = self.bias.view(1, self.num_groups, -1) - mean[..., None] * scale
+        per_item = (b // k, 1, c, 1, 1)
+        scale = scale.reshape(per_item).expand(-1, k, -1, -1, -1).reshape(b, c, 1, 1)  # each crop gets its image's
+        shift = shift.reshape(per_item).expand(-1, k, -1, -1, -1).reshape(b, c, 1, 1)
+        return x * scale + shift
+
+
+def set_stats_margin(model: nn.Module, margin: float) -> None:
+    """Leave `margin` (a fraction of the crop side) of every crop edge out of the pooled GroupNorm statistics."""
+    for module in model.modules():
+        if isinstance(module, ImagePooledGroupNorm):
+            module.margin = margin
 
 
 def pool_group_norms(model: nn.Module, crops_per_image: int) -> None:
