@@ -214,14 +214,18 @@ def centre_crop(arr: np.ndarray, size: int) -> np.ndarray:
     return arr[top : top + size, left : left + size]
 
 
+CAMERA_SHORT_SIDE = 1500  # a short side over this is a camera-sized photograph, resized before the 512 crop
+
+
 def eval_crop(arr: np.ndarray, size: int = EVAL_SIZE) -> np.ndarray:
     """The (size, size, 3) view of a photograph that the 512 evaluation uses.
 
-    Camera-sized photographs (short side over twice `size`) are first resized, as a user would
-    before asking for 512x512, so that their short side is `size` (Lanczos); then the centre square.
+    Camera-sized photographs (short side over CAMERA_SHORT_SIDE: the wallpapers) are first resized,
+    as a user would before asking for 512x512, so that their short side is `size` (Lanczos); then
+    the centre square. scikit-image's photographs (at most 1411 px) are centre-cropped, as `samples/` is.
     """
     h, w = arr.shape[:2]
-    if min(h, w) > 2 * size:
+    if min(h, w) > CAMERA_SHORT_SIDE:
         from PIL import Image as PILImage
 
         scale = size / min(h, w)
