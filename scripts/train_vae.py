@@ -9,8 +9,9 @@ squared difference of each view's channel means (the colour cast a user sees), a
 (`--gan`) a PatchGAN hinge loss whose weight adapts to the ratio of the reconstruction and GAN
 gradients at the decoder's last layer. Batches are views of the training images at every size,
 each cut into crops that share the view's GroupNorm statistics (train_vae_batches,
-train_vae_model.ImagePooledGroupNorm), so the model learns the statistics of whole 512-pixel to
-6000-pixel images at the cost of small crops. A checkpoint is written every `--ckpt-every` steps and
+train_vae_model.ImagePooledGroupNorm), so that a step sees the statistics of a whole 512-pixel to
+6000-pixel image at the cost of small crops; `--stats-margin` takes a large view's statistics from
+its crops' interiors, where no zero padding shows (docs/default-model.md, "Size and colour"). A checkpoint is written every `--ckpt-every` steps and
 `--resume` continues from it exactly (model, optimisers, step, random generators); `--init-from`
 starts from another run's checkpoint or an exported file. At the end the latent scale is set to
 1/std of the latents of training crops (LDM's scale_by_std) and the weights are exported as a

@@ -5,7 +5,8 @@ so what the model learns depends on the size of its training images. Training on
 multi-megapixel photographs is out of reach on a CPU; training on several crops of one image whose
 GroupNorms share one set of statistics is not: the pooled statistics are those of the image the
 crops were cut from (up to the crops' sampling), whatever its size, while the cost is that of the
-crops. See docs/default-model.md.
+crops. Its margin option leaves the crops' edges out of the statistics, since zero padding shows
+there and nowhere inside a large image. See docs/default-model.md, "Size and colour".
 """
 
 from __future__ import annotations
