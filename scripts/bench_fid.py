@@ -7,7 +7,7 @@ power law over four decades) so that the covariances are as ill-conditioned as r
 exact figure is known in closed form only for few images (from the small cross-Gram matrix), so
 the accuracy column is reported there.
 
-    python scripts/bench_fid.py --images 50 4096 --repeats 1
+    python scripts/bench_fid.py --images 50 4096 --repeats 1   # needs pytorch-fid: pip install -e '.[test]'
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+from pytorch_fid.fid_score import calculate_frechet_distance
 
 from vaecli.quality.fid import FidStatistics, frechet_distance
 
@@ -47,8 +48,6 @@ def main() -> None:
     parser.add_argument("--images", type=int, nargs="+", default=[50, 4096])
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
-    from pytorch_fid.fid_score import calculate_frechet_distance  # a test dependency: the peer
-
     print(f"torch threads {torch.get_num_threads()}")
     print(f"{'images':>7} {'vaecli s':>9} {'pytorch-fid s':>14} {'vaecli':>20} {'pytorch-fid':>20} {'exact':>20}")
     for n in args.images:

@@ -235,10 +235,12 @@ def test_the_published_key_layout_loads_strictly(published_layout, network):
     loaded = FIDInceptionV3.from_file(published_layout)
     for key, value in network.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
-    # files saved before torch 0.4.1 carry no BatchNorm num_batches_tracked: they load as well
+    # a file as old torch wrote them: no BatchNorm num_batches_tracked (before 0.4.1), the legacy
+    # (pre-1.6, non-zip) container; weights_only reads it, and it loads as strictly
     old = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    torch.save(old, published_layout.with_name("old.pth"))
-    FIDInceptionV3.from_file(published_layout.with_name("old.pth"))
+    torch.save(old, published_layout.with_name("old.pth"), _use_new_zipfile_serialization=False)
+    loaded = FIDInceptionV3.from_file(published_layout.with_name("old.pth"))
+    assert torch.equal(loaded.Mixed_7c.branch_pool.bn.running_var, network.Mixed_7c.branch_pool.bn.running_var)
 
 
 def test_a_foreign_file_is_refused_in_one_line_naming_it(published_layout, tmp_path):

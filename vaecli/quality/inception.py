@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError
-from .pinned import cached_path, check_pin, read_state_dict
+from .pinned import cached_path, check_pin, load_exactly, read_state_dict
 
 WEIGHTS_NAME = "pt_inception"  # the registry entry of pytorch-fid's weights file
 MISSING_HINT = f"rFID skipped: the Inception weights are not cached; run: vaecli fetch-weights {WEIGHTS_NAME}"
@@ -212,7 +211,7 @@ class FIDInceptionV3(nn.Module):
         )  # fmt: skip
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.fc.weight.dtype)
+        x = images.to(self.fc.weight)  # the network's device and dtype
         x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
         x = 2 * x - 1  # [0, 1] -> [-1, 1]
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
@@ -227,16 +226,7 @@ class FIDInceptionV3(nn.Module):
     def from_file(cls, path: str | Path, device: str | torch.device = "cpu") -> FIDInceptionV3:
         """Load pytorch-fid's weights file (torchvision key layout, 1008-way fc), strictly."""
         model = cls()
-        try:
-            result = model.load_state_dict(read_state_dict(path), strict=False)
-        except RuntimeError as e:  # a wrong shape; its first "size mismatch for ..." line names it
-            detail = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e))
-            raise CheckpointError(f"{path}: not pytorch-fid's FID Inception weights ({detail})") from None
-        if result.missing_keys or result.unexpected_keys:
-            raise CheckpointError(
-                f"{path}: not pytorch-fid's FID Inception weights "
-                f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
-            )
+        load_exactly(model, read_state_dict(path), f"{path}: not pytorch-fid's FID Inception weights")
         return model.to(device)
 
 

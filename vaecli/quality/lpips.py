@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
-from .pinned import cached_path, check_pin, read_state_dict
+from .pinned import cached_path, check_pin, load_exactly, read_state_dict
 
 LIN_NAME, BACKBONE_NAME = "vgg_lpips", "vgg16"
 MISSING_HINT = f"LPIPS skipped: its weights are not cached; run: vaecli fetch-weights {LIN_NAME} {BACKBONE_NAME}"
@@ -98,12 +97,7 @@ class LPIPS(nn.Module):
         for path, keep in ((lin_path, "lin"), (backbone_path, "features.")):
             sd = read_state_dict(path)
             state.update({k: v for k, v in sd.items() if k.startswith(keep)})
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise CheckpointError(
-                f"{lin_path} / {backbone_path}: LPIPS keys do not match "
-                f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
-            )
+        load_exactly(model, state, f"{lin_path} / {backbone_path}: LPIPS keys do not match")
         return model.to(device)
 
 

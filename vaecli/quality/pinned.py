@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import CheckpointError, DownloadError
 from ..weights import registry
@@ -38,3 +39,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict):
         raise CheckpointError(f"{path}: expected a state dict, found {type(sd).__name__}")
     return sd
+
+
+def load_exactly(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load a state dict whose keys and shapes must be the model's; a mismatch is one line,
+    `what` followed by the first keys at fault."""
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a wrong shape; its "size mismatch for <key>: ..." line names it
+        detail = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).strip().splitlines()[0])
+        raise CheckpointError(f"{what} ({detail})") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{what} (missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
