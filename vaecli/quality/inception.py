@@ -208,7 +208,7 @@ class FIDInceptionV3(nn.Module):
         return (
             self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
             self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c,
-        )  # fmt: skip
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.fc.weight)  # the network's device and dtype
@@ -233,7 +233,7 @@ class FIDInceptionV3(nn.Module):
 def load_inception(device: str | torch.device = "cpu", cache_dir: str | Path | None = None) -> FIDInceptionV3 | None:
     """The FID Inception from the cache, or None when it is not fetched (callers show MISSING_HINT).
 
-    The 96 MB file is hashed against its pinned sha256 on every load (about 0.1 s) before
+    The 96 MB file is hashed against its pinned sha256 on every load (0.2 s here) before
     `torch.load` reads it: a figure that claims to be pytorch-fid's must rest on its weights.
     """
     path = cached_path(WEIGHTS_NAME, cache_dir)
