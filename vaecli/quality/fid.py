@@ -9,9 +9,9 @@ and no sum of squares large against the variance is ever subtracted.
 
 The trace term. pytorch-fid takes scipy's sqrtm of the non-symmetric product S_a S_b, drops its
 imaginary part, and when the result is not finite adds 1e-6 to both diagonals and tries again.
-Here the product is never formed: with Cholesky factors S = W W^T, tr sqrtm(S_a S_b) is the
-nuclear norm of W_a^T W_b, the sum of its singular values: real and non-negative by construction,
-and no offset is ever added. With fewer images than features + 1 a covariance is singular (rank
+Here the product is never formed: from Cholesky factors S = W W^T, tr sqrtm(S_a S_b) comes from a
+symmetric positive (semi-)definite problem, real and non-negative by construction, and no offset
+is ever added. With fewer images than features + 1 a covariance is singular (rank
 <= n - 1): it is factored by pivoted Cholesky over its numerical rank, pivots within rounding of
 zero being left out, so that rounding noise of order 1e-16 never turns into square roots of order
 1e-8 which, summed over 2048 directions, would move the figure; and it is fast, O(D n^2).
@@ -128,17 +128,20 @@ def _root_factor(cov: torch.Tensor) -> torch.Tensor:
 def trace_sqrt_product(cov_a: torch.Tensor, cov_b: torch.Tensor) -> torch.Tensor:
     """tr sqrtm(cov_a @ cov_b) for two covariances, without forming the non-symmetric product.
 
-    With factors cov = W W^T, the non-zero eigenvalues of cov_a cov_b are the squared singular
-    values of W_a^T W_b, so the trace is the nuclear norm of W_a^T W_b. Both of full rank (enough
-    images): the squares come as the eigenvalues of the symmetric positive definite L_a^T cov_b L_a
-    (an eigensolve is several times faster than an SVD of the same size). Otherwise the
-    singular values of the small (k_a, k_b) matrix W_a^T W_b are summed directly: taken as
-    square roots of eigenvalues, their rounding noise at zero would come back magnified.
+    With factors cov = W W^T (k columns, the numerical rank), the non-zero eigenvalues of
+    cov_a cov_b are those of the symmetric W_a^T cov_b W_a, and the squared singular values of
+    W_a^T W_b. When one covariance has full rank, the other's factor gives a (k, k) positive
+    definite matrix whose eigenvalues are taken (an eigensolve is several times faster than an
+    SVD). When both are singular that matrix has a null space of its own, and square roots of its
+    rounding noise would be summed; the singular values of the (k_a, k_b) W_a^T W_b are summed
+    instead, which carry no such noise.
     """
     cov_a, cov_b = (cov_a + cov_a.T) / 2, (cov_b + cov_b.T) / 2  # exact symmetry
     w_a, w_b = _root_factor(cov_a), _root_factor(cov_b)  # (D, k_a), (D, k_b)
-    if w_a.shape[1] == w_b.shape[1] == cov_a.shape[0]:
-        inner = w_a.T @ cov_b @ w_a  # (D, D), positive definite
+    full = cov_a.shape[0]
+    if w_b.shape[1] == full or w_a.shape[1] == full:
+        w, other = (w_a, cov_b) if w_b.shape[1] == full else (w_b, cov_a)
+        inner = w.T @ other @ w  # (k, k), positive definite
         return torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
     return torch.linalg.svdvals(w_a.T @ w_b).sum()
 
