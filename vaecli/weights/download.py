@@ -200,25 +200,16 @@ def fetch_entry(
     return results
 
 
-def fetch_repo(
-    ref: RepoRef,
-    *,
-    root: str | Path | None = None,
-    token: str | None = None,
-    token_hosts: Collection[str] | None = None,
-    force: bool = False,
-    verify: bool = False,
-    quiet: bool = True,
-    policy: RetryPolicy | None = None,
-) -> list[FetchResult]:
+def fetch_repo(ref: RepoRef, *, root: str | Path | None = None, force: bool = False, **options) -> list[FetchResult]:
     """Fetch a diffusers folder of a Hugging Face repository: its config.json, then its weights.
 
     The weights are the full-precision `diffusion_pytorch_model.safetensors` when the repository has
     it, else its fp16 (then bf16) variant: each name is tried with the resolve/main URL, a 404 moving
     on to the next. No hash is published for such files: the first download records its sha256 beside
     it, and `verify` checks against that. A folder already in the Hugging Face cache is used there.
+    `options` (token, token_hosts, verify, quiet, policy) are fetch_entry's.
     """
-    token = resolve_token(token)
+    options["token"] = resolve_token(options.get("token"))
     folder = ref.cache_folder(Path(root).expanduser() if root is not None else cache_dir())
     note = None
     if not force and not (folder / CONFIG_NAME).is_file():
@@ -228,10 +219,9 @@ def fetch_repo(
                 return [FetchResult(found.config_file, HF_CACHE), FetchResult(found.weights, HF_CACHE, found.sha256)]
         except CheckpointError as e:
             note = f"{e}; downloading a copy into vaecli's cache instead"
-    common = dict(token=token, token_hosts=token_hosts, label=str(ref), force=force, verify=verify, quiet=quiet, policy=policy)
 
     def fetch(name: str) -> FetchResult:
-        return fetch_file(WeightFile(filename=name, urls=(ref.url(name),)), folder / name, **common)
+        return fetch_file(WeightFile(filename=name, urls=(ref.url(name),)), folder / name, label=str(ref), force=force, **options)
 
     names = [n for n in weights_names() if n.endswith(".safetensors")]
     here = [n for n in names if (folder / n).is_file() and not force]
