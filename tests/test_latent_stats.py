@@ -11,8 +11,10 @@ import torch
 
 from vaecli.errors import ConfigError
 from vaecli.model.flows import ActNorm
+from vaecli.stats import normalizer_file
 from vaecli.stats.moments import LatentMoments
-from vaecli.stats.normalizer import NORMALIZER_FORMAT, LatentNormalizer
+from vaecli.stats.normalizer import LatentNormalizer
+from vaecli.stats.normalizer_file import NORMALIZER_FORMAT
 
 C = 8
 
@@ -116,55 +118,59 @@ def test_file_round_trip_is_bit_exact(tmp_path, whiten):
     fit_on, *_ = _gaussian_latents(6, 10)
     norm = LatentNormalizer.fit(_moments(fit_on), whiten=whiten, metadata={"model": "sd-vae-ft-mse", "data": "photos/"})
     path = tmp_path / "norm.safetensors"
-    norm.save(path)
-    loaded = LatentNormalizer.load(path)
+    normalizer_file.save(norm, path)
+    loaded = normalizer_file.load(path)
     assert loaded.whiten == whiten and loaded.metadata == {"count": str(10 * 4 * 16 * 24), "model": "sd-vae-ft-mse", "data": "photos/"}
     z = fit_on[0]
     assert torch.equal(loaded(z), norm(z)) and torch.equal(loaded.inverse(norm(z)), norm.inverse(norm(z)))
-    assert torch.equal(LatentNormalizer.from_text(norm.to_text())(z), norm(z))
+    assert torch.equal(normalizer_file.from_text(normalizer_file.to_text(norm))(z), norm(z))
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     assert meta["format"] == NORMALIZER_FORMAT and meta["whiten"] == str(whiten).lower()
     assert float(meta["logdet_per_cell"]) == norm.logdet_per_cell()
+    assert path.stat().st_size < 8 * (C * C + 4 * C) + 1024  # packed: about C^2 + 4C float64 numbers
 
 
-def _tampered(norm: LatentNormalizer, key: str, value: torch.Tensor) -> bytes:
-    from safetensors.torch import save
+def _tampered(key: str, change) -> bytes:
+    from safetensors.torch import load, save
 
-    state = {k: v.contiguous() for k, v in norm.state_dict().items()}
-    state[key] = value
-    return save(state, metadata={"format": NORMALIZER_FORMAT})
+    fit_on, *_ = _gaussian_latents(7, 4)
+    tensors = load(normalizer_file.to_bytes(LatentNormalizer.fit(_moments(fit_on), whiten=True)))
+    tensors[key] = change(tensors[key])
+    return save(tensors, metadata={"format": NORMALIZER_FORMAT})
 
 
 @pytest.mark.parametrize(
-    "change, cause",
+    "key, change, cause",
     [
-        (lambda n: ("actnorm.scale", torch.zeros_like(n.actnorm.scale)), "zero scale"),
-        (lambda n: ("actnorm.loc", torch.full_like(n.actnorm.loc, math.nan)), "NaN"),
-        (lambda n: ("invconv.P", torch.ones_like(n.invconv.P)), "malformed"),
-        (lambda n: ("invconv.sign_s", torch.full_like(n.invconv.sign_s, 0.5)), "malformed"),
-        (lambda n: ("invconv.L", torch.zeros(C + 1, C + 1, dtype=torch.float64)), "expected"),
-        (lambda n: ("invconv.log_s", n.invconv.log_s.float()), "expected"),
+        ("actnorm.scale", torch.zeros_like, "zero"),
+        ("actnorm.loc", lambda t: torch.full_like(t, math.nan), "NaN"),
+        ("invconv.perm", torch.zeros_like, "malformed"),
+        ("invconv.sign_s", lambda t: torch.full_like(t, 0.5), "malformed"),
+        ("invconv.lu", lambda t: t + torch.eye(C, dtype=t.dtype), "malformed"),
+        ("invconv.lu", lambda t: torch.zeros(C + 1, C + 1, dtype=t.dtype), "expected"),
+        ("invconv.log_s", lambda t: t.float(), "expected"),
+        ("invconv.log_s", lambda t: t + 100, "out of range"),
     ],
 )
-def test_tampered_normalisers_are_refused(change, cause):
-    fit_on, *_ = _gaussian_latents(7, 4)
-    norm = LatentNormalizer.fit(_moments(fit_on), whiten=True)
+def test_tampered_normalisers_are_refused(key, change, cause):
     with pytest.raises(ConfigError, match=cause):
-        LatentNormalizer.from_bytes(_tampered(norm, *change(norm)))
+        normalizer_file.from_bytes(_tampered(key, change))
 
 
 def test_other_files_are_refused():
     with pytest.raises(ConfigError, match="not a normaliser"):
-        LatentNormalizer.from_bytes(b"\x00" * 64)
+        normalizer_file.from_bytes(b"\x00" * 64)
     from safetensors.torch import save
 
     with pytest.raises(ConfigError, match="format"):
-        LatentNormalizer.from_bytes(save({"x": torch.zeros(3)}))
+        normalizer_file.from_bytes(save({"x": torch.zeros(3)}))
+    with pytest.raises(ConfigError, match="tensors"):
+        normalizer_file.from_bytes(save({"x": torch.zeros(3)}, metadata={"format": NORMALIZER_FORMAT}))
     with pytest.raises(ConfigError, match="base64"):
-        LatentNormalizer.from_text("not base64!")
+        normalizer_file.from_text("not base64!")
 
 
 def test_whitening_dependent_channels_is_refused():

@@ -7,38 +7,18 @@ symmetric (ZCA) whitening matrix of the channel correlation left after ActNorm, 
 output's channel covariance is the identity while each channel stays as close as possible to its
 input. Both maps are linear, exactly invertible and have an O(C) log-determinant; everything is
 computed and stored in float64, so a round trip is exact to far below float32 rounding.
-
-File format: safetensors holding the module's state dict (`actnorm.loc`, `actnorm.scale`,
-`actnorm.initialized`, and with whitening `invconv.P`, `.L`, `.U`, `.log_s`, `.sign_s`,
-`.lower_mask`, `.eye`, the names flows.py gives them), metadata `format` = NORMALIZER_FORMAT plus
-what it was fitted on. The same bytes travel base64-encoded inside a latent's metadata, so a latent
-can be inverted with no second file; they are checked as strictly as any file from others.
+Its file format is normalizer_file.py's.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
-from pathlib import Path
-
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
 from torch import nn
 
-from ..errors import ConfigError
-from ..io.atomic import atomic_path
 from ..model.flows import ACTNORM_EPS, ActNorm, Invertible1x1Conv
-from ..weights.formats import header_of_bytes
 from .moments import LatentMoments
 
-NORMALIZER_FORMAT = "vaecli-latent-normalizer/1"
-MAX_CHANNELS = 1024  # FLUX.2's patchified latents have 128; the bound keeps a crafted file small
-MAX_BYTES = 64 << 20
 MIN_EIGEN_RATIO = 1e-10  # whitening a covariance worse conditioned than this would amplify noise
-_OWN_KEYS = ("format", "channels", "whiten", "logdet_per_cell")  # metadata to_bytes writes itself
 
 
 class LatentNormalizer(nn.Module):
@@ -99,70 +79,6 @@ class LatentNormalizer(nn.Module):
             total = total + self.invconv.log_s.sum()
         return float(total)
 
-    def to_bytes(self) -> bytes:
-        """The normaliser file's bytes (safetensors), with its metadata."""
-        meta = dict(self.metadata)
-        meta.update(format=NORMALIZER_FORMAT, channels=str(self.channels), whiten=str(self.whiten).lower(), logdet_per_cell=repr(self.logdet_per_cell()))
-        state = {k: v.contiguous() for k, v in self.state_dict().items()}
-        return save_bytes(state, metadata=meta)
-
-    def save(self, path: str | Path) -> None:
-        """Write the normaliser file atomically."""
-        data = self.to_bytes()
-        with atomic_path(path) as tmp:
-            Path(tmp).write_bytes(data)
-
-    def to_text(self) -> str:
-        """The file's bytes as base64 text, to travel in a latent's metadata."""
-        return base64.b64encode(self.to_bytes()).decode("ascii")
-
-    @classmethod
-    def from_bytes(cls, data: bytes, source: str = "normaliser") -> LatentNormalizer:
-        """A normaliser from file bytes, every tensor checked (they may come from anyone)."""
-        if len(data) > MAX_BYTES:
-            raise ConfigError(f"{source}: {len(data)} bytes, more than any normaliser ({MAX_BYTES})")
-        header = header_of_bytes(data)
-        if header is None:
-            raise ConfigError(f"{source}: not a normaliser file (no safetensors header)")
-        meta = header.metadata
-        if meta.get("format") != NORMALIZER_FORMAT:
-            raise ConfigError(f"{source}: format {meta.get('format')!r}, expected {NORMALIZER_FORMAT}")
-        try:
-            state = load_bytes(data)
-        except SafetensorError as e:
-            raise ConfigError(f"{source}: unreadable normaliser file ({e})") from None
-        loc = state.get("actnorm.loc")
-        channels = loc.shape[1] if loc is not None and loc.ndim == 4 else 0
-        if not 0 < channels <= MAX_CHANNELS:
-            raise ConfigError(f"{source}: actnorm.loc must have shape (1, C, 1, 1) with 1 <= C <= {MAX_CHANNELS}")
-        norm = cls(channels, whiten="invconv.P" in state)
-        _check_state(norm, state, source)
-        norm.load_state_dict(state, strict=True)
-        norm.metadata = {k: v for k, v in meta.items() if k not in _OWN_KEYS}
-        return norm
-
-    @classmethod
-    def load(cls, path: str | Path) -> LatentNormalizer:
-        path = Path(path)
-        try:
-            size = path.stat().st_size
-            if size > MAX_BYTES:
-                raise ConfigError(f"{path}: {size} bytes, more than any normaliser ({MAX_BYTES})")
-            data = path.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read normaliser ({e.strerror or e})") from None
-        return cls.from_bytes(data, str(path))
-
-    @classmethod
-    def from_text(cls, text: str, source: str = "latent metadata") -> LatentNormalizer:
-        if len(text) > MAX_BYTES * 4 // 3 + 4:
-            raise ConfigError(f"{source}: normaliser text longer than any normaliser")
-        try:
-            data = base64.b64decode(text.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError):
-            raise ConfigError(f"{source}: normaliser is not base64 text") from None
-        return cls.from_bytes(data, source)
-
 
 def _inverse_sqrt(sym: torch.Tensor) -> torch.Tensor:
     """R^(-1/2) of a symmetric positive definite (C, C) matrix, float64; refuses a near-singular one."""
@@ -181,32 +97,7 @@ def _set_lu(conv: Invertible1x1Conv, w: torch.Tensor) -> None:
     p, lower, upper = torch.linalg.lu(w)
     diag = torch.diagonal(upper)
     conv.P.copy_(p)
-    conv.L.copy_(lower)
+    conv.L.copy_(torch.tril(lower, diagonal=-1))  # the unit diagonal is the module's own (its eye buffer)
     conv.U.copy_(torch.triu(upper, diagonal=1))
     conv.sign_s.copy_(torch.sign(diag))
     conv.log_s.copy_(torch.log(torch.abs(diag)))
-
-
-def _check_state(norm: LatentNormalizer, state: dict[str, torch.Tensor], source: str) -> None:
-    """Same names, shapes and dtypes as `norm`'s own, finite, and the structure the LU form needs."""
-    want = norm.state_dict()
-    if set(state) != set(want):
-        diff = sorted(set(state) ^ set(want))
-        raise ConfigError(f"{source}: tensors {', '.join(diff[:5])} do not fit a normaliser of {norm.channels} channels")
-    for k, v in want.items():
-        t = state[k]
-        if t.shape != v.shape or t.dtype != v.dtype:
-            raise ConfigError(f"{source}: {k} is {t.dtype} {list(t.shape)}, expected {v.dtype} {list(v.shape)}")
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise ConfigError(f"{source}: {k} holds NaN or infinite values")
-    if int(state["actnorm.initialized"]) != 1 or (state["actnorm.scale"] == 0).any():
-        raise ConfigError(f"{source}: actnorm is not initialised, or has a zero scale (not invertible)")
-    if norm.invconv is not None:
-        c = norm.channels
-        p = state["invconv.P"]
-        is_permutation = ((p == 0) | (p == 1)).all() and (p.sum(0) == 1).all() and (p.sum(1) == 1).all()
-        fixed = torch.equal(state["invconv.lower_mask"], torch.tril(torch.ones(c, c, dtype=p.dtype), diagonal=-1))
-        fixed = fixed and torch.equal(state["invconv.eye"], torch.eye(c, dtype=p.dtype))
-        signs = (state["invconv.sign_s"].abs() == 1).all()
-        if not (is_permutation and fixed and signs) or state["invconv.log_s"].abs().max() > math.log(1e30):
-            raise ConfigError(f"{source}: the 1x1 convolution's LU factors are malformed (P not a permutation, or masks, signs or scales wrong)")
