@@ -116,7 +116,8 @@ def locate(model: str, *, verify: bool = True) -> Found:
 
 def _missing(found: Found) -> WeightsNotCachedError:
     places = f"vaecli's cache ({registry.cache_dir()}) or the Hugging Face cache ({hub_cache_dir()})"
-    return WeightsNotCachedError(f"weights for {found.model} are not in {places}; run: {found.fetch}")
+    folder = " (nor is there a folder of that name here)" if found.kind == "repo" else ""
+    return WeightsNotCachedError(f"weights for {found.model} are not in {places}{folder}; run: {found.fetch}")
 
 
 def resolve_model(model: str) -> tuple[VAEConfig, Path]:
