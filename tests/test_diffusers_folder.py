@@ -15,6 +15,7 @@ from PIL import Image
 
 from tests.reference_models import random_diffusers, to_pixels, wide_photo
 from vaecli.api import load_vae
+from vaecli.errors import ConfigError
 from vaecli.io.latents import read_latent
 from vaecli.weights.diffusers_config import load_diffusers_config
 
@@ -124,24 +125,36 @@ def test_cli_model_folder_equals_weights_and_config(tmp_path):
     assert Image.open(tmp_path / "decoded" / "photo.png").size == (1029, 101)
 
 
-@pytest.mark.parametrize(
-    "config, cause",
-    [
-        ({"_class_name": "AutoencoderTiny"}, "AutoencoderTiny"),
-        ({"_class_name": "AutoencoderKL", "use_quant_conv": True, "use_post_quant_conv": False}, "use_post_quant_conv"),
-        ({"_class_name": "AutoencoderKL", "block_out_channels": [32, 48]}, "multiple of the first"),
-        ({"_class_name": "AutoencoderKL", "act_fn": "gelu"}, "act_fn"),
-        (["not", "an", "object"], "JSON object"),
-    ],
-)
-def test_unsupported_config_json_is_refused_in_one_line(tmp_path, config, cause):
-    folder = tmp_path / "bad"
+UNSUPPORTED = [
+    ({"_class_name": "AutoencoderTiny"}, "AutoencoderTiny"),
+    ({"_class_name": "AutoencoderKL", "use_quant_conv": True, "use_post_quant_conv": False}, "use_post_quant_conv"),
+    ({"_class_name": "AutoencoderKL", "block_out_channels": [32, 48]}, "multiple of the first"),
+    ({"_class_name": "AutoencoderKL", "act_fn": "gelu"}, "act_fn"),
+    (["not", "an", "object"], "JSON object"),
+]
+
+
+def _bad_folder(root, config):
+    folder = root / "bad"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"never read")
+    return folder
+
+
+@pytest.mark.parametrize("config, cause", UNSUPPORTED)
+def test_unsupported_config_json_is_refused_naming_the_key(tmp_path, config, cause):
+    with pytest.raises(ConfigError, match=cause) as err:
+        load_vae(str(_bad_folder(tmp_path, config)), device="cpu")
+    assert "config.json" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unsupported_config_json_through_the_cli(tmp_path):
+    """Exit code 2, one line on stderr, no traceback, no output."""
+    folder = _bad_folder(tmp_path, UNSUPPORTED[0][0])
     Image.fromarray(wide_photo(40, 48)).save(tmp_path / "p.png")
     p = _cli("encode", "p.png", "--model", str(folder), "--device", "cpu", "-o", "out", cwd=tmp_path)
-    assert p.returncode == 2 and cause in p.stderr and "config.json" in p.stderr
+    assert p.returncode == 2 and "AutoencoderTiny" in p.stderr and "config.json" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
