@@ -40,16 +40,20 @@ class LatentMoments:
             z = z[None]  # (1, C, H, W)
         if z.ndim != 4 or z.shape[1] != self.channels:
             raise ValueError(f"expected latents of shape (B, {self.channels}, H, W), got {tuple(z.shape)}")
-        x = z.detach().to("cpu", torch.float64).transpose(0, 1).reshape(self.channels, -1)  # (C, B*H*W)
+        self.add_samples(z.detach().transpose(0, 1).reshape(self.channels, -1).T)  # (B*H*W, C)
+
+    def add_samples(self, x: torch.Tensor) -> None:
+        """Add (N, C) samples, one C-vector per row."""
+        x = x.detach().to("cpu", torch.float64)
+        if x.ndim != 2 or x.shape[1] != self.channels:
+            raise ValueError(f"expected samples of shape (N, {self.channels}), got {tuple(x.shape)}")
         if not torch.isfinite(x).all():
             raise ValueError("latents hold NaN or infinite values")
-        n = x.shape[1]
-        if n == 0:
+        if x.shape[0] == 0:
             return
-        mean = x.mean(dim=1)  # (C,)
-        centred = x - mean[:, None]  # (C, N)
-        batch = LatentMoments(n, mean, centred @ centred.T, x.amin(dim=1), x.amax(dim=1))
-        self.merge(batch)
+        mean = x.mean(dim=0)  # (C,)
+        centred = x - mean  # (N, C)
+        self.merge(LatentMoments(x.shape[0], mean, centred.T @ centred, x.amin(dim=0), x.amax(dim=0)))
 
     def merge(self, other: LatentMoments) -> None:
         """Fold `other` (moments of disjoint data) into these."""
