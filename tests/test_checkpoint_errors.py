@@ -77,18 +77,18 @@ def test_wrong_shapes(tmp_path, tiny_config, tiny_model):
 
 
 class _BuildCounter:
-    """Counts AutoencoderKL constructions (the real class runs): proves a file was judged before any build."""
+    """Counts model constructions (the real builder runs): proves a file was judged before any build."""
 
     def __init__(self, monkeypatch):
         import vaecli.weights.checkpoints as checkpoints
 
-        self.count, real = 0, checkpoints.AutoencoderKL
+        self.count, real = 0, checkpoints.build_autoencoder
 
         def counted(config):
             self.count += 1
             return real(config)
 
-        monkeypatch.setattr(checkpoints, "AutoencoderKL", counted)
+        monkeypatch.setattr(checkpoints, "build_autoencoder", counted)
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,12 @@ TINY = dict(ch=32, ch_mult=[1, 2], num_res_blocks=1, z_channels=4, embed_dim=4)
         ("attn_resolutions", list(range(1, 100))),
         ("scaling_factor", float("inf")),
         ("shift_factor", float("nan")),
+        # FLUX.2's latent normalisation and diffusers' force_upcast
+        ("patch_size", [2]),
+        ("patch_size", [100, 100]),
+        ("patch_size", [2, 2]),  # without batch_norm_eps
+        ("batch_norm_eps", 1e-4),  # without patch_size
+        ("force_upcast", "yes"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path, key, value):
@@ -113,6 +119,20 @@ def test_invalid_values_name_the_key(tmp_path, key, value):
     assert "\n" not in message
     with pytest.raises(ConfigError, match=key):
         VAEConfig.from_dict({**TINY, key: value})
+
+
+def test_keys_added_later_leave_earlier_configs_json_unchanged():
+    """A latent's recipe holds its config as JSON: configs without the later keys must serialise as before,
+    or every latent written earlier would look stale and be redone."""
+    before = {
+        "attn_resolutions", "attn_type", "ch", "ch_mult", "description", "double_z", "dropout", "embed_dim", "in_channels",
+        "name", "norm_num_groups", "num_res_blocks", "out_ch", "resolution", "scaling_factor", "shift_factor", "z_channels",
+    }  # fmt: skip
+    for name in SHIPPED:
+        if name != "flux2-vae":
+            assert set(json.loads(shipped_config(name).to_json())) == before, name
+    flux2 = shipped_config("flux2-vae").replace(force_upcast=True)
+    assert VAEConfig.from_json(flux2.to_json()) == flux2 and json.loads(flux2.to_json())["patch_size"] == [2, 2]
 
 
 def test_the_largest_allowed_config_builds():

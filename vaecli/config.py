@@ -23,6 +23,9 @@ from .errors import ConfigError
 
 ATTN_TYPES = ("vanilla", "vanilla-xformers", "linear", "none")
 DESCRIPTIVE_KEYS = ("name", "description")  # allowed in our YAML, not part of the architecture
+# Keys added after latents were first written. A latent's recipe holds its config as JSON, so these are
+# left out at their defaults: the JSON of every earlier config, and so every earlier latent, stays valid.
+LATER_KEYS = MappingProxyType({"force_upcast": False, "patch_size": None, "batch_norm_eps": None})
 
 # Upper bounds on the architecture. Configs come from files other people send (latent metadata,
 # self-describing weights), so a value must not be able to make building the model take minutes or
@@ -41,6 +44,7 @@ LIMITS = MappingProxyType({
     "out_ch": 64,
     "resolution": 65536,
     "attn_resolutions": 8,  # entries
+    "patch": 8,  # patch_size per axis; FLUX.2 uses 2
 })
 MAX_JSON_CHARS = 64 << 10  # a config as JSON is well under 1 KiB; metadata can be made of anything
 
@@ -62,12 +66,17 @@ class VAEConfig:
     embed_dim: int | None = None  # None: no quant_conv/post_quant_conv (SD3, FLUX)
     scaling_factor: float | None = None  # None: the model publishes none; latents stay unscaled
     shift_factor: float = 0.0
+    force_upcast: bool = False  # diffusers' flag: the model overflows in float16, so dtype "auto" never picks it
+    patch_size: tuple[int, ...] | None = None  # FLUX.2: the transformer sees 2x2-patchified latents...
+    batch_norm_eps: float | None = None  # ...normalised by a BatchNorm's running statistics with this eps
     name: str | None = field(default=None, compare=False)
     description: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        for key in ("ch_mult", "attn_resolutions"):
+        for key in ("ch_mult", "attn_resolutions", "patch_size"):
             value = getattr(self, key)
+            if value is None and key == "patch_size":
+                continue
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{key}={_shown(value)}: must be a list of integers")
             object.__setattr__(self, key, tuple(value))
@@ -108,6 +117,8 @@ class VAEConfig:
         arch = {k: v for k, v in self.ddconfig().items() if k != "dropout"}
         arch["attn_type"] = "vanilla" if self.attn_type == "vanilla-xformers" else self.attn_type
         arch["embed_dim"] = self.embed_dim
+        arch["patch_size"] = self.patch_size  # FLUX.2's BatchNorm statistics are part of its weights
+        arch["batch_norm_eps"] = self.batch_norm_eps
         return arch
 
     def architecture_differences(self, other: "VAEConfig") -> list[tuple[str, str, str]]:
@@ -119,7 +130,13 @@ class VAEConfig:
         d = dataclasses.asdict(self)
         d["ch_mult"] = list(self.ch_mult)
         d["attn_resolutions"] = list(self.attn_resolutions)
-        return {k: v for k, v in d.items() if not (k in DESCRIPTIVE_KEYS and v is None)}
+        if self.patch_size is not None:
+            d["patch_size"] = list(self.patch_size)
+        return {
+            k: v
+            for k, v in d.items()
+            if not (k in DESCRIPTIVE_KEYS and v is None) and not (k in LATER_KEYS and v == LATER_KEYS[k])
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -207,6 +224,12 @@ def _validate(c: VAEConfig) -> None:
         "must be null or a positive finite number",
     )
     need(_is_number(c.shift_factor), "shift_factor", "must be a finite number")
+    need(isinstance(c.force_upcast, bool), "force_upcast", "must be true or false")
+    if c.patch_size is not None:
+        ok = len(c.patch_size) == 2 and all(_is_int(p) and 0 < p <= LIMITS["patch"] for p in c.patch_size)
+        need(ok, "patch_size", f"must be null or two positive integers of at most {LIMITS['patch']}")
+    need(c.batch_norm_eps is None or (_is_number(c.batch_norm_eps) and c.batch_norm_eps > 0), "batch_norm_eps", "must be null or a positive finite number")
+    need((c.patch_size is None) == (c.batch_norm_eps is None), "batch_norm_eps", "goes with patch_size (FLUX.2's latent normalisation): give both or neither")
 
 
 def _mappings(node: Any):

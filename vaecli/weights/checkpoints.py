@@ -12,42 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..config import VAEConfig
 from ..errors import CheckpointError
 from ..io.atomic import atomic_path
 from ..model import AutoencoderKL
-from .formats import ZIP_SIGNATURE, SafetensorsHeader, pickle_refused, read_header
-from .keymap import diffusers_to_ldm_key, is_diffusers_layout
+from ..model.flux2 import build_autoencoder
+from .formats import SafetensorsHeader, read_header
+from .guess import file_facts, guess_config
+from .tensor_source import TensorSource, open_source
 
 CONFIG_METADATA_KEY = "vaecli_config"
-STRIP_PREFIXES = ("first_stage_model.", "vae.")
-DROP_PREFIXES = ("loss.", "model_ema.")
 _MAX_LISTED = 5
-
-
-def _clean_key(key: str) -> str | None:
-    for prefix in STRIP_PREFIXES:
-        if key.startswith(prefix):
-            key = key[len(prefix) :]
-            break
-    return None if key.startswith(DROP_PREFIXES) else key
-
-
-class _Source:
-    """Lazy view over a checkpoint: names and shapes now, each tensor when asked for."""
-
-    def __init__(self, names: dict[str, str], shape: Callable[[str], tuple], get: Callable[[str], torch.Tensor]):
-        self.names = names  # ldm name -> name in the file
-        self.shape = shape  # file name -> shape
-        self.get = get  # file name -> tensor
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -70,77 +50,22 @@ def config_from_weights(path: str | Path) -> VAEConfig | None:
     return _own_config(path, read_header(path))
 
 
-def _map_names(file_keys, num_resolutions: int) -> dict[str, str]:
-    cleaned = {}
-    for k in file_keys:
-        c = _clean_key(k)
-        if c is not None:
-            cleaned[c] = k
-    if is_diffusers_layout(cleaned):
-        cleaned = {diffusers_to_ldm_key(c, num_resolutions): k for c, k in cleaned.items()}
-    return cleaned
+def guess_config_from_weights(path: str | Path, allow_pickle: bool = False) -> VAEConfig:
+    """The architecture a weights file's VAE tensors describe (a full checkpoint's included), unscaled.
+
+    Raises CheckpointError naming what is missing when the shapes do not tell a KL autoencoder.
+    """
+    path = Path(path)
+    header = read_header(path)
+    with contextlib.ExitStack() as stack:
+        return guess_config(path, open_source(path, header, allow_pickle, stack))
 
 
-def _torch_load(path: Path):
-    """torch.load with weights_only=True, memory-mapped where torch can: a zip container (not the
-    legacy format) under a name torch does not hand to safetensors instead (`*.safetensors`)."""
-    with open(path, "rb") as f:
-        if f.read(len(ZIP_SIGNATURE)) == ZIP_SIGNATURE and path.suffix.lower() != ".safetensors":
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        f.seek(0)
-        return torch.load(f, map_location="cpu", weights_only=True)
-
-
-def _open(path: Path, header: SafetensorsHeader | None, allow_pickle: bool, device: torch.device, num_resolutions: int, stack) -> _Source:
-    if header is None:
-        if not allow_pickle:
-            raise pickle_refused(path)
-        try:
-            obj = _torch_load(path)
-        except Exception as e:
-            raise CheckpointError(f"{path}: cannot load pickle checkpoint with weights_only=True ({str(e).splitlines()[0]})") from None
-        sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-            raise CheckpointError(f"{path}: pickle file holds no state dict of tensors")
-        return _Source(_map_names(sd, num_resolutions), lambda k: tuple(sd[k].shape), lambda k: sd[k])
-    try:
-        f = stack.enter_context(safe_open(str(path), framework="pt", device=str(device) if device.type == "cuda" else "cpu"))
-    except Exception as e:
-        raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
-
-    def get(k: str) -> torch.Tensor:
-        try:
-            return f.get_tensor(k)
-        except Exception as e:
-            raise CheckpointError(f"{path}: tensor {k} is unreadable ({e}); the file may be truncated") from None
-
-    return _Source(_map_names(header.shapes, num_resolutions), header.shapes.__getitem__, get)
-
-
-def _file_architecture(src: _Source) -> dict[str, int | None]:
-    """The architecture facts the file's tensor names and shapes reveal (ldm names, after mapping)."""
-    shape = {k: src.shape(n) for k, n in src.names.items()}
-
-    def dim(key: str, axis: int) -> int | None:
-        return shape[key][axis] if key in shape and len(shape[key]) > axis else None
-
-    facts = {"ch": dim("encoder.conv_in.weight", 0), "in_channels": dim("encoder.conv_in.weight", 1)}
-    facts["out_ch"] = dim("decoder.conv_out.weight", 0)
-    facts["z_channels"] = dim("decoder.conv_in.weight", 1)
-    if "decoder.conv_in.weight" in shape:  # a file with a decoder tells whether it has quant convs
-        facts["embed_dim"] = dim("post_quant_conv.weight", 1)
-    levels = {int(m.group(1)) for k in shape if (m := re.match(r"encoder\.down\.(\d+)\.", k))}
-    blocks = {int(m.group(1)) for k in shape if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k))}
-    facts["levels"] = max(levels) + 1 if levels else None
-    facts["num_res_blocks"] = max(blocks) + 1 if blocks else None
-    return {k: v for k, v in facts.items() if v is not None or k == "embed_dim"}
-
-
-def _check_plausible(path: Path, config: VAEConfig, src: _Source) -> None:
+def _check_plausible(path: Path, config: VAEConfig, src: TensorSource) -> None:
     """Refuse a file whose tensors describe another architecture, before the model is built."""
     wanted = {"ch": config.ch, "in_channels": config.in_channels, "out_ch": config.out_ch, "z_channels": config.z_channels}
     wanted.update(embed_dim=config.embed_dim, levels=len(config.ch_mult), num_res_blocks=config.num_res_blocks)
-    found = _file_architecture(src)
+    found = file_facts(src)
     differ = [f"{k} {found[k]} (file) vs {wanted[k]} (config)" for k in found if found[k] != wanted[k]]
     if differ:
         raise CheckpointError(f"{path}: its tensors describe another architecture than {config.name or 'the config'}: " + ", ".join(differ))
@@ -168,7 +93,7 @@ def _format_keys(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else f" ({len(keys)})")
 
 
-def _check_keys(path: Path, config: VAEConfig, src: _Source, expected: dict[str, tuple]) -> None:
+def _check_keys(path: Path, config: VAEConfig, src: TensorSource, expected: dict[str, tuple]) -> None:
     """Every key present, none extra, every shape right: one error lists all three, with counts."""
     missing = sorted(set(expected) - set(src.names))
     unexpected = sorted(src.names[k] for k in set(src.names) - set(expected))
@@ -206,10 +131,10 @@ def load_weights(
     header = read_header(path)
     _check_own_config(path, config, header)
     with contextlib.ExitStack() as stack:
-        src = _open(path, header, allow_pickle, device, len(config.ch_mult), stack)
+        src = open_source(path, header, allow_pickle, stack, device)
         _check_plausible(path, config, src)
         with torch.device("meta"):
-            model = AutoencoderKL(config)
+            model = build_autoencoder(config)
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         _check_keys(path, config, src, expected)
         state = {}

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..errors import DownloadError, OfflineError
+from ..errors import CheckpointError, DownloadError, OfflineError, RemoteMissingError
 from ..io.hashing import file_digest
+from .hf_cache import verify_hub_file
 from .hub import (
     clean_token,
     display_url,
@@ -35,15 +36,20 @@ from .hub import (
     url_host,
 )
 from .integrity import verify_file
-from .registry import Entry, WeightFile, cached_file, get_entry
+from .locate import HF_CACHE, hub_cached_copy, in_hub_cache
+from .registry import Entry, WeightFile, cache_dir, cached_file, get_entry
+from .repos import CONFIG_NAME, RepoRef, weights_names
 from .transfer import CHUNK_SIZE, RetryPolicy, TransferJob, transfer_file
 
 
 @dataclass(frozen=True)
 class FetchResult:
     path: Path
-    status: str  # "downloaded", "cached" (present, size checked) or "verified" (present, hash checked)
+    # "downloaded", "cached" (present, size checked), "verified" (present, hash checked) or
+    # "hf-cache" (found in the Hugging Face cache and checked: used in place, nothing downloaded)
+    status: str
     sha256: str | None = None  # known when downloaded or verified
+    note: str | None = None  # something the user should hear about, e.g. a corrupt Hugging Face cache copy
 
 
 def md5_hash(path: str | Path) -> str:
@@ -172,23 +178,63 @@ def fetch_entry(
     quiet: bool = True,
     policy: RetryPolicy | None = None,
 ) -> list[FetchResult]:
-    """Fetch every file of a registry (or custom) entry into the cache; HF_TOKEN is the default token."""
+    """Fetch every file of a registry (or custom) entry into the cache; HF_TOKEN is the default token.
+
+    A file vaecli's cache lacks but the Hugging Face cache holds is checked against its pin and used
+    where it is (status "hf-cache"); a copy there that fails the check is left alone and downloaded anew.
+    """
     token = resolve_token(token)
-    return [
-        fetch_file(
-            wf,
-            cached_file(entry.name, wf, root),
-            token=token,
-            token_hosts=token_hosts,
-            label=entry.name,
-            gated=entry.gated,
-            force=force,
-            verify=verify,
-            quiet=quiet,
-            policy=policy,
-        )
-        for wf in entry.files
-    ]
+    results = []
+    for wf in entry.files:
+        dest = cached_file(entry.name, wf, root)
+        note = None
+        if not force and not dest.is_file() and (hub := hub_cached_copy(wf)) is not None:
+            try:
+                results.append(FetchResult(hub.path, HF_CACHE, verify_hub_file(hub, wf.sha256)))
+                continue
+            except CheckpointError as e:
+                note = f"{e}; downloading a verified copy into vaecli's cache instead"
+        common = dict(token=token, token_hosts=token_hosts, label=entry.name, gated=entry.gated, quiet=quiet, policy=policy)
+        result = fetch_file(wf, dest, force=force, verify=verify, **common)
+        results.append(FetchResult(result.path, result.status, result.sha256, note))
+    return results
+
+
+def fetch_repo(ref: RepoRef, *, root: str | Path | None = None, force: bool = False, **options) -> list[FetchResult]:
+    """Fetch a diffusers folder of a Hugging Face repository: its config.json, then its weights.
+
+    The weights are the full-precision `diffusion_pytorch_model.safetensors` when the repository has
+    it, else its fp16 (then bf16) variant: each name is tried with the resolve/main URL, a 404 moving
+    on to the next. No hash is published for such files: the first download records its sha256 beside
+    it, and `verify` checks against that. A folder already in the Hugging Face cache is used there.
+    `options` (token, token_hosts, verify, quiet, policy) are fetch_entry's.
+    """
+    options["token"] = resolve_token(options.get("token"))
+    folder = ref.cache_folder(Path(root).expanduser() if root is not None else cache_dir())
+    note = None
+    if not force and not (folder / CONFIG_NAME).is_file():
+        try:
+            found = in_hub_cache(ref)
+            if found.found:
+                return [FetchResult(found.config_file, HF_CACHE), FetchResult(found.weights, HF_CACHE, found.sha256)]
+        except CheckpointError as e:
+            note = f"{e}; downloading a copy into vaecli's cache instead"
+
+    def fetch(name: str) -> FetchResult:
+        return fetch_file(WeightFile(filename=name, urls=(ref.url(name),)), folder / name, label=str(ref), force=force, **options)
+
+    names = [n for n in weights_names() if n.endswith(".safetensors")]
+    here = [n for n in names if (folder / n).is_file() and not force]
+    results = [fetch(CONFIG_NAME)]
+    for name in here[:1] or names:
+        try:
+            results.append(fetch(name))
+            break
+        except RemoteMissingError:
+            continue
+    else:
+        raise RemoteMissingError(f"{ref}: the repository has none of {', '.join(names)} (pickled .bin weights are not fetched)")
+    return [FetchResult(r.path, r.status, r.sha256, note) for r in results]
 
 
 def download(url: str, local_path: str | Path, chunk_size: int = 1024) -> None:

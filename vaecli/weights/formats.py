@@ -63,6 +63,14 @@ def _parse_header(raw: bytes, data_len: int) -> SafetensorsHeader | None:
     return SafetensorsHeader(shapes, dtypes, metadata)
 
 
+def header_of_bytes(data: bytes) -> SafetensorsHeader | None:
+    """The checked header of safetensors bytes held in memory; None when they are not that layout."""
+    header_len = struct.unpack("<Q", data[:8])[0] if len(data) >= 10 else 0
+    if not 2 <= header_len <= min(MAX_HEADER_BYTES, len(data) - 8):
+        return None
+    return _parse_header(data[8 : 8 + header_len], len(data) - 8 - header_len)
+
+
 def looks_like_pickle(head: bytes) -> bool:
     """torch.save's zip container, or a bare pickle (protocol 2 to 5)."""
     return head.startswith(ZIP_SIGNATURE) or (head[:1] == _PICKLE_PROTOCOL and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))

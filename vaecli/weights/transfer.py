@@ -20,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from ..errors import DownloadError
+from ..errors import DownloadError, RemoteMissingError
 from ..io.hashing import HASH_CHUNK
 from .hub import display_url, url_host
 from .integrity import record_sha256
@@ -88,7 +88,7 @@ def _status_error(r: requests.Response, url: str, label: str, gated: bool, sent_
             return DownloadError(f"{where}: the token was refused or has no access to {label}")
         return DownloadError(f"{where}: access denied; if it needs a token, pass --token or set HF_TOKEN")
     if code == 404:
-        return DownloadError(f"{where}: not found")
+        return RemoteMissingError(f"{where}: not found")
     if code in (408, 429) or code >= 500:
         return _Transient(where)
     return DownloadError(where)
@@ -226,6 +226,7 @@ def transfer_file(job: TransferJob, urls: tuple[str, ...], dest: Path, headers_f
     """Download into the partial file (URLs in order), check size and hash, rename it onto `dest`."""
     wf, partial, label = job.wf, job.partial, job.label
     errors: list[str] = []
+    missing = 0  # URLs that answered 404
     for url in urls:
         try:
             with requests.Session() as session, _progress(show_progress, label) as bar:
@@ -234,6 +235,7 @@ def transfer_file(job: TransferJob, urls: tuple[str, ...], dest: Path, headers_f
                 sha, md5 = _with_retries(job, session, url, headers_for(url), bar)
         except DownloadError as e:
             errors.append(str(e))
+            missing += isinstance(e, RemoteMissingError)
             continue
         size, shown = partial.stat().st_size, display_url(url)
         if wf.size is not None and size != wf.size:
@@ -248,4 +250,5 @@ def transfer_file(job: TransferJob, urls: tuple[str, ...], dest: Path, headers_f
                 record_sha256(dest, sha)
             return sha
         partial.unlink(missing_ok=True)
-    raise DownloadError("; ".join(errors) if errors else f"{label}: no URL to download from")
+    error = RemoteMissingError if errors and missing == len(errors) else DownloadError
+    raise error("; ".join(errors) if errors else f"{label}: no URL to download from")
