@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 
 from ..config import VAEConfig
-from ..errors import InputError, VaecliError
+from ..errors import InputError, VaecliError, WeightsNotCachedError
 from ..io.hashing import DigestCache
 from ..io.latents import LatentHeader
 from ..model import AutoencoderKL
 from ..runtime.executor import Runner
 from ..runtime.memory import MemoryPolicy, memory_budget
 from ..weights import registry
+from ..weights.locate import locate
 from .freshness import model_identity
 
 DATA_SHARE = 4  # 1/4 of the memory budget holds inputs read ahead and outputs being written; the model gets the rest
@@ -53,8 +54,19 @@ class ModelFlags:
         return self.model or (None if (self.config or self.weights) else registry.DEFAULT_MODEL)
 
     def identity(self, digests: DigestCache) -> dict:
-        weights = Path(self.weights) if self.weights else registry.weights_path(self.model or registry.DEFAULT_MODEL)
-        return model_identity(self.model, weights, self.config, digests)
+        if self.weights:
+            return model_identity(self.model, Path(self.weights), self.config, digests)
+        weights, config_json = model_files(self.model or registry.DEFAULT_MODEL)
+        return model_identity(self.model, weights, self.config or config_json, digests)
+
+
+def model_files(name: str) -> tuple[Path, Path | None]:
+    """The weights file and the config.json (of a repository or folder; None for a registry model) that
+    a model name stands for, found where api.load_vae finds them (unchecked: they are hashed for the recipe)."""
+    found = locate(name, verify=False)
+    if not found.found:
+        raise WeightsNotCachedError(f"weights for {name} are not cached; run: {found.fetch}")
+    return found.weights, found.config_file
 
 
 def resident_bytes() -> int:
@@ -116,8 +128,8 @@ class ModelSource:
                     raise InputError(f"{path}: the weights it was made with ({weights}) are gone; pass --weights or --model")
                 return ModelRequest(("weights", str(weights), meta.config), {"from_latent": True, "weights_sha256": self.digests.sha256(weights)})
             if meta.model:
-                sha = self.digests.sha256(registry.weights_path(meta.model))
-                return ModelRequest(("model", meta.model), {"name": meta.model, "weights_sha256": sha})
+                weights, config_json = model_files(meta.model)
+                return ModelRequest(("model", meta.model), model_identity(meta.model, weights, config_json, self.digests))
         except InputError:
             raise
         except (VaecliError, OSError) as e:
