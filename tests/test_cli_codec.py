@@ -23,33 +23,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from tests.clitools import noise_image, run_main, vaecli
 from vaecli.api import load_vae
-from vaecli.cli.app import main
 from vaecli.io.images import pad_to_multiple, read_image
 from vaecli.io.latents import read_latent
 from vaecli.quality.metrics import psnr, ssim
 
 RESULT_KEYS = {"input", "output", "status", "error"}
-
-
-def vaecli(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "vaecli", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=timeout)
-
-
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
-
-
-def noise_image(path: Path, w: int, h: int, seed: int, mode: str = "RGB") -> Path:
-    rng = np.random.default_rng(seed)
-    channels = {"RGB": 3, "RGBA": 4}[mode]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (h, w, channels), dtype=np.uint8), mode).save(path)
-    return path
 
 
 @pytest.fixture
@@ -98,7 +78,7 @@ def test_folder_encode_fails_per_file_then_resumes(dataset, tmp_path, capsys, cl
         assert code == 0 and [r["status"] for r in json.loads(stdout)["results"]] == [want] * 3
 
 
-def test_rgba_517x301_roundtrips_to_its_size_with_no_decode_flags(tmp_path, cli_weights):
+def test_rgba_517x301_roundtrips_to_its_size_with_no_decode_flags(tmp_path, capsys, cli_weights):
     src = noise_image(tmp_path / "in" / "pic.png", 517, 301, 5, "RGBA")
     p = vaecli("encode", src, "-o", tmp_path / "lat", "--weights", cli_weights, "--device", "cpu")
     assert p.returncode == 0, p.stderr
@@ -107,8 +87,8 @@ def test_rgba_517x301_roundtrips_to_its_size_with_no_decode_flags(tmp_path, cli_
     assert (lat.meta.height, lat.meta.width, lat.meta.scaled) == (301, 517, True)
     assert "reflect" in lat.meta.size_handling and lat.meta.model == "tiny-f8"
 
-    p = vaecli("decode", tmp_path / "lat" / "pic.safetensors", "-o", tmp_path / "dec")
-    assert p.returncode == 0, p.stderr
+    code, _, err = run_main(capsys, "decode", tmp_path / "lat" / "pic.safetensors", "-o", tmp_path / "dec")
+    assert code == 0, err
     img = Image.open(tmp_path / "dec" / "pic.png")
     assert (img.size, img.mode) == ((517, 301), "RGB")
 
@@ -123,13 +103,13 @@ def test_rgba_517x301_roundtrips_to_its_size_with_no_decode_flags(tmp_path, cli_
     assert torch.allclose(vae.scale_latents(vae.encode(x[None] * 2 - 1).mode())[0], lat.tensor, atol=1e-4)
 
 
-def test_json_schema_and_progress_only_on_a_terminal(tmp_path, cli_weights):
+def test_json_schema_and_progress_only_on_a_terminal(tmp_path, capsys, cli_weights):
     noise_image(tmp_path / "a.png", 24, 24, 0)
     noise_image(tmp_path / "b.png", 16, 20, 1)
     args = ["encode", tmp_path / "a.png", tmp_path / "b.png", tmp_path / "missing.png", "-o", tmp_path / "o", "--weights", cli_weights, "--device", "cpu"]
-    p = vaecli(*args, "--json")
-    assert p.returncode == 1
-    doc = json.loads(p.stdout)  # exactly one JSON document on stdout
+    code, out, err = run_main(capsys, *args, "--json")
+    assert code == 1
+    doc = json.loads(out)  # exactly one JSON document on stdout
     assert set(doc) == {"results", "summary"} and len(doc["results"]) == 3
     for r in doc["results"]:
         assert RESULT_KEYS <= set(r) and r["status"] in ("ok", "skipped", "failed")
@@ -137,7 +117,7 @@ def test_json_schema_and_progress_only_on_a_terminal(tmp_path, cli_weights):
     assert [r["shape"] for r in ok] == [[4, 3, 3], [4, 3, 2]]  # 16x20 pads to 16x24
     assert doc["results"][2]["error"].endswith("missing.png: no such file or folder")
     assert {"total", "ok", "skipped", "failed", "seconds"} <= set(doc["summary"])
-    assert "encode" not in p.stderr.replace("missing.png", "")  # no progress bar on a pipe
+    assert "encode" not in err.replace("missing.png", "")  # no progress bar when stderr is not a terminal
 
     # stderr on a pseudo-terminal: the progress bar appears, unless --quiet
     def stderr_on_tty(*extra) -> str:
@@ -196,8 +176,8 @@ def test_gif_and_mp4_encode_to_frames_and_decode_with_same_count_and_fps(tmp_pat
     with iio.get_writer(vids / "clip.mp4", fps=12, codec="libx264", macro_block_size=1) as w:
         for f in frames + frames[:2]:
             w.append_data(f)
-    p = vaecli("encode", vids, "-o", tmp_path / "lat", "--weights", cli_weights, "--device", "cpu", "--batch-size", "3", "--json")
-    assert p.returncode == 0, p.stderr
+    code, _, err = run_main(capsys, "encode", vids, "-o", tmp_path / "lat", "--weights", cli_weights, "--device", "cpu", "--batch-size", "3", "--json")
+    assert code == 0, err
     gif_lat, mp4_lat = read_latent(tmp_path / "lat" / "anim.safetensors"), read_latent(tmp_path / "lat" / "clip.safetensors")
     assert gif_lat.tensor.shape == (5, 4, 3, 4) and gif_lat.meta.fps == pytest.approx(5.0) and gif_lat.meta.frames == 5
     assert mp4_lat.tensor.shape == (7, 4, 3, 4) and mp4_lat.meta.fps == pytest.approx(12.0)
@@ -302,7 +282,10 @@ def test_decode_foreign_and_broken_latents(tmp_path, capsys, cli_weights):
 
     code, out, _ = run_main(capsys, "decode", d / "raw.npy", "-o", tmp_path / "dec", "--weights", cli_weights, "--unscaled", "--json")
     assert [r["status"] for r in json.loads(out)["results"]] == ["skipped"]
-    os.utime(d / "raw.npy", ns=(time.time_ns(), time.time_ns() + 10**9))  # the latent changed after decoding
+    os.utime(d / "raw.npy", ns=(time.time_ns(), time.time_ns() + 10**9))  # touched, same bytes (sha256): still up to date
+    code, out, _ = run_main(capsys, "decode", d / "raw.npy", "-o", tmp_path / "dec", "--weights", cli_weights, "--unscaled", "--json")
+    assert [r["status"] for r in json.loads(out)["results"]] == ["skipped"]
+    np.save(d / "raw.npy", (raw + 1).numpy())  # the latent changed after decoding
     code, out, _ = run_main(capsys, "decode", d / "raw.npy", "-o", tmp_path / "dec", "--weights", cli_weights, "--unscaled", "--json")
     assert [r["status"] for r in json.loads(out)["results"]] == ["ok"]
 
@@ -336,9 +319,9 @@ def test_sample_seed_save_dist_no_scale_and_resize(tmp_path, capsys, cli_weights
     lat = read_latent(tmp_path / "s" / "p.safetensors")
     tensors = load_file(tmp_path / "s" / "p.safetensors")
     mean, logvar = tensors["mean"], tensors["logvar"]
-    assert lat.meta.posterior == "sample" and lat.meta.seed is not None
-    # the draw is reproducible from the metadata alone: latent = scale * (mean + std * eps(seed) - shift)
-    eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(lat.meta.seed))
+    assert lat.meta.posterior == "sample" and lat.meta.seed == 3 and lat.meta.sample_seed not in (None, 3)
+    # the draw is reproducible from the metadata alone: latent = scale * (mean + std * eps(sample_seed) - shift)
+    eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(lat.meta.sample_seed))
     torch.testing.assert_close(lat.tensor, 0.5 * (mean + torch.exp(0.5 * logvar) * eps - 0.1), rtol=1e-5, atol=1e-5)
     assert run_main(capsys, "encode", src, "-o", tmp_path / "s2", "--sample", "--seed", "3", *common)[0] == 0
     assert torch.equal(read_latent(tmp_path / "s2" / "p.safetensors").tensor, lat.tensor)

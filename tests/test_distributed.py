@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tests.clitools import run_main
 from vaecli.batch.distributed import World, shard
 from vaecli.io.latents import read_latent
 
@@ -31,22 +32,22 @@ def _encode(args, env_extra=None):
 NAMES = ["a.png", "b.png", "sub/c.png", "sub/d.png", "e.png"]
 
 
-def _one_and_two_ranks(tmp_path, command: list[str], inputs, tag: str) -> tuple[dict, dict]:
-    """Run `vaecli COMMAND INPUTS ...` once as one process (-o TMP/TAG-one) and once under torchrun with
-    2 CPU ranks (-o TMP/TAG-two); both must succeed; returns their JSON reports."""
+def _one_and_two_ranks(tmp_path, capsys, command: list[str], inputs, tag: str) -> tuple[dict, dict]:
+    """Run `vaecli COMMAND INPUTS ...` once as one process (in this one, -o TMP/TAG-one) and once under
+    torchrun with 2 CPU ranks (-o TMP/TAG-two); both must succeed; returns their JSON reports."""
     common = [command[0], str(inputs), *command[1:], "--json", "--batch-size", "1", "--device", "cpu"]
-    single = _encode([sys.executable, "-m", "vaecli", *common, "-o", str(tmp_path / f"{tag}-one")])
+    code, single, err = run_main(capsys, *common, "-o", str(tmp_path / f"{tag}-one"))
     multi = _encode([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                      "-m", "vaecli", *common, "-o", str(tmp_path / f"{tag}-two")])
-    assert single.returncode == 0, single.stderr
+    assert code == 0, err
     assert multi.returncode == 0, multi.stderr
     report = json.loads(multi.stdout)  # one document: only rank 0 reports
     assert {r["rank"] for r in report["results"]} == {0, 1}  # both ranks did work
     assert report["summary"]["ok"] == len(NAMES) and report["summary"]["ranks"] == 2
-    return json.loads(single.stdout), report
+    return json.loads(single), report
 
 
-def test_torchrun_two_cpu_ranks_match_one_process(tmp_path, tiny_weights):
+def test_torchrun_two_cpu_ranks_match_one_process(tmp_path, capsys, tiny_weights):
     """encode, then decode and roundtrip of the result, each sharded over 2 ranks: every input done
     exactly once, outputs and metrics identical to a single process's."""
     src = tmp_path / "in"
@@ -54,18 +55,18 @@ def test_torchrun_two_cpu_ranks_match_one_process(tmp_path, tiny_weights):
     for i, name in enumerate(NAMES):  # two sizes, so batches group differently per rank
         rng = np.random.default_rng(i)
         Image.fromarray(rng.integers(0, 256, (20 + 4 * (i % 2), 28, 3), dtype=np.uint8)).save(src / name)
-    _, report = _one_and_two_ranks(tmp_path, ["encode", "--weights", str(tiny_weights)], src, "enc")
+    _, report = _one_and_two_ranks(tmp_path, capsys, ["encode", "--weights", str(tiny_weights)], src, "enc")
     assert sorted(r["input"] for r in report["results"]) == sorted(str(src / n) for n in NAMES)  # each once
     for name in NAMES:
         out = name.replace(".png", ".safetensors")
         assert torch.equal(read_latent(tmp_path / "enc-two" / out).tensor, read_latent(tmp_path / "enc-one" / out).tensor)
 
-    _, report = _one_and_two_ranks(tmp_path, ["decode"], tmp_path / "enc-one", "dec")
+    _, report = _one_and_two_ranks(tmp_path, capsys, ["decode"], tmp_path / "enc-one", "dec")
     assert sorted(r["input"] for r in report["results"]) == sorted(str(tmp_path / "enc-one" / n.replace(".png", ".safetensors")) for n in NAMES)
     for name in NAMES:
         assert np.array_equal(np.asarray(Image.open(tmp_path / "dec-two" / name)), np.asarray(Image.open(tmp_path / "dec-one" / name)))
 
-    single, report = _one_and_two_ranks(tmp_path, ["roundtrip", "--weights", str(tiny_weights), "--no-lpips"], src, "rt")
+    single, report = _one_and_two_ranks(tmp_path, capsys, ["roundtrip", "--weights", str(tiny_weights), "--no-lpips"], src, "rt")
     assert [r["input"] for r in report["results"]] == [r["input"] for r in single["results"]]  # input order restored
     assert [r["psnr"] for r in report["results"]] == [r["psnr"] for r in single["results"]]
     assert report["summary"]["mean_psnr"] == single["summary"]["mean_psnr"]

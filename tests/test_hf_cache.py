@@ -17,6 +17,7 @@ from PIL import Image
 from tests.http_server import Route, TestServer
 from tests.hub_cache import COMMIT, add_to_hub_cache, tree_state
 from tests.reference_models import random_diffusers, wide_photo
+from vaecli.batch.models import DIGEST_CACHE_FILE
 from vaecli.errors import CheckpointError, RemoteMissingError
 from vaecli.io.latents import read_latent
 from vaecli.weights import download, hf_cache, locate, registry
@@ -128,7 +129,11 @@ def test_encode_repo_id_from_hub_cache_equals_weights_file(tmp_path, env, repo_f
     assert got.tensor.shape == (4, 8, 129) and (got.tensor - want.tensor).abs().max() <= 1e-6
     assert got.meta.model == f"{REPO}/vae" and got.meta.scaling_factor == 0.5
     assert server.seen == [] and tree_state(Path(env["HF_HUB_CACHE"])) == before
-    assert not Path(env["VAECLI_CACHE"]).exists()  # no second copy anywhere
+    cached = [p.name for p in Path(env["VAECLI_CACHE"]).rglob("*") if p.is_file()]
+    assert cached == [DIGEST_CACHE_FILE]  # no second copy anywhere: only the weights' sha256, remembered for freshness
+    for want in ("ok", "skipped"):  # decode loads the repository the latent names, and knows its output is fresh
+        d = _cli("decode", "by-repo", "--json", cwd=tmp_path, extra=endpoint)
+        assert d.returncode == 0 and [r["status"] for r in json.loads(d.stdout)["results"]] == [want], d.stderr
 
 
 def test_corrupt_cached_weights_are_refused_in_one_line(tmp_path, env, repo_files):

@@ -1,4 +1,4 @@
-"""Latent files: metadata round trip, foreign formats, validation errors and freshness for resume."""
+"""Latent files: metadata round trip, foreign formats, and validation of untrusted files field by field."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from safetensors.torch import save_file
 from vaecli.errors import InputError
 from vaecli.io.latents import (
     Latent,
+    LatentHeader,
     LatentMeta,
     check_channels,
-    is_fresh,
+    check_geometry,
+    peek_latent,
     read_latent,
-    source_fingerprint,
     write_latent,
 )
 
@@ -78,21 +79,60 @@ def test_channel_check_names_both_counts(tmp_path):
         check_channels(Latent(torch.zeros(16, 2, 2), None, tmp_path / "z.npy"), 4)
 
 
-def test_freshness_follows_the_source_and_the_recipe(tmp_path):
-    src = tmp_path / "src.png"
-    src.write_bytes(b"abc")
-    out = tmp_path / "z.safetensors"
-    write_latent(out, torch.zeros(4, 2, 2), _meta(**source_fingerprint(src)))
-    assert is_fresh(out, src)
-    assert is_fresh(out, src, {"model": "m", "scaled": "true", "weights": None})
-    assert not is_fresh(out, src, {"model": "other"})  # made by another model: redo
-    assert not is_fresh(out, src, {"weights": "/some/file.safetensors"})
-    st = src.stat()
-    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same bytes: still fresh (sha256)
-    assert is_fresh(out, src)
-    src.write_bytes(b"abd")  # same size, new content
-    assert not is_fresh(out, src)
-    src.write_bytes(b"abcd")
-    assert not is_fresh(out, src)
-    out.write_bytes(b"garbage")  # an unreadable output is redone, never trusted
-    assert not is_fresh(out, src)
+@pytest.mark.parametrize(
+    "key, value, why",
+    [
+        ("scaling_factor", "0", "positive finite"),
+        ("scaling_factor", "nan", "positive finite"),
+        ("scaling_factor", "-0.18", "positive finite"),
+        ("shift_factor", "inf", "finite number"),
+        ("height", "-30", "integer in"),
+        ("width", "0", "integer in"),
+        ("width", "1e9", "not an integer"),
+        ("original_height", "99999999", "integer in"),
+        ("scaled", "maybe", "one of true, false"),
+        ("posterior", "median", "one of mode, sample"),
+        ("config", "[1, 2]", "not a JSON object"),
+        ("fps", "-25", "positive finite"),
+        ("frames", "0", "integer in"),
+        ("seed", "three", "not an integer"),
+    ],
+)
+def test_every_metadata_field_is_checked_on_read(tmp_path, key, value, why):
+    """A shared latent is untrusted: a bad field is one error naming the file and the field, never a silent crop or black image."""
+    path = tmp_path / "z.safetensors"
+    strings = _meta().to_strings() | {key: value}
+    save_file({"latent": torch.zeros(4, 4, 6)}, str(path), metadata=strings)
+    for read in (read_latent, peek_latent):
+        with pytest.raises(InputError, match=why) as e:
+            read(path)
+        assert str(path) in str(e.value) and f"field {key}=" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_recorded_size_must_fit_the_latent(tmp_path):
+    """height/width say where decode crops: they must be what the padded latent decodes to."""
+    header = LatentHeader((4, 4, 6), _meta(height=30, width=41))  # 30 -> 4 cells and 41 -> 6 cells at factor 8
+    check_geometry(tmp_path / "z.safetensors", header.shape, header.meta, 8)
+    for bad in (dict(height=20), dict(width=60)):
+        with pytest.raises(InputError, match="does not fit a latent"):
+            check_geometry(tmp_path / "z.safetensors", header.shape, _meta(**bad), 8)
+
+
+def test_peek_reads_the_shape_that_read_returns(tmp_path):
+    z = torch.randn(1, 4, 6, 6)
+    np.save(tmp_path / "a.npy", z.numpy())
+    torch.save(z[0], tmp_path / "b.pt")
+    write_latent(tmp_path / "c.safetensors", torch.randn(3, 4, 5, 6), _meta(fps=10.0, frames=3))
+    for name in ("a.npy", "b.pt", "c.safetensors"):
+        header, latent = peek_latent(tmp_path / name), read_latent(tmp_path / name)
+        assert header.shape == tuple(latent.tensor.shape) and header.is_video == latent.is_video, name
+    assert peek_latent(tmp_path / "c.safetensors").meta.fps == 10.0
+
+
+def test_latents_follow_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        write_latent(tmp_path / "z.safetensors", torch.zeros(4, 2, 2), _meta())
+    finally:
+        os.umask(old)
+    assert (tmp_path / "z.safetensors").stat().st_mode & 0o777 == 0o640  # safetensors' own writer makes 0600

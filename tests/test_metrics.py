@@ -10,6 +10,7 @@ import torch
 from skimage import data
 from skimage.metrics import structural_similarity
 
+from vaecli.quality import metrics
 from vaecli.quality.metrics import psnr, ssim
 
 
@@ -51,3 +52,15 @@ def test_psnr_matches_float64_formula():
     want = 10 * np.log10(1.0 / np.mean((x.astype(np.float32).astype(np.float64) - y.astype(np.float32).astype(np.float64)) ** 2))
     assert float(psnr(_t(x), _t(y))[0]) == pytest.approx(want, rel=1e-9)
     assert math.isinf(float(psnr(_t(x), _t(x))[0]))
+
+
+def test_banded_metrics_equal_the_references_on_a_large_photograph():
+    """A 1029x1031 crop of a real photograph spans several row bands (BAND_ELEMENTS): same SSIM as scikit-image, same PSNR as float64."""
+    img = data.retina()[:1031, :1029].astype(np.float64) / 255.0  # (H, W, 3), odd sizes
+    noisy = np.clip(img + np.random.default_rng(0).normal(0, 0.03, img.shape), 0, 1)
+    assert 3 * img.shape[1] * img.shape[0] > 3 * metrics.BAND_ELEMENTS  # really several bands
+    want_ssim = structural_similarity(img, noisy, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=-1)
+    x32, y32 = img.astype(np.float32).astype(np.float64), noisy.astype(np.float32).astype(np.float64)
+    want_psnr = 10 * np.log10(1.0 / np.mean((x32 - y32) ** 2))
+    assert float(ssim(_t(img), _t(noisy))[0]) == pytest.approx(want_ssim, abs=2e-6)
+    assert float(psnr(_t(img), _t(noisy))[0]) == pytest.approx(want_psnr, rel=1e-9)

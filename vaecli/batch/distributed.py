@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 from typing import TypeVar
 
+from .report import summarize
+
 T = TypeVar("T")
 
 
@@ -63,8 +65,6 @@ def gather_report(results: list[dict], summary: dict, world: World) -> tuple[lis
     if not world.is_distributed:
         return results, summary
     import torch.distributed as dist
-
-    from .engine import summarize
 
     dist.init_process_group("gloo", rank=world.rank, world_size=world.size)
     try:

@@ -1,23 +1,18 @@
-"""`vaecli encode`, `decode` and `roundtrip`: parse options, call vaecli.batch, report results.
+"""`vaecli encode`, `decode` and `roundtrip`: parse options, then run vaecli.batch through the shared skeleton.
 
-Results go to stdout (a summary line or table, or one JSON document with --json); progress, per-file
-errors and warnings go to stderr. Torch is imported only inside the commands, so --help stays fast.
+Each command only says how to name its outputs and what to load; batch_command.run_batch does the
+rest the same way for all three. Torch is imported only inside the commands, so --help stays fast.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
-import json
-import math
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from .batch_command import BatchCommand, run_batch
 from .options import (
     AllowPickle,
     Alpha,
@@ -44,104 +39,19 @@ Inputs = Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image/vid
 NoScale = Annotated[bool, typer.Option("--no-scale", help="Store raw latents instead of scaling_factor * (z - shift_factor).")]
 SaveDist = Annotated[bool, typer.Option("--save-dist", help="Also store the posterior's `mean` and `logvar` tensors.")]
 Sample = Annotated[bool, typer.Option("--sample", help="Store a sample of the posterior instead of its mode (see --seed).")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed for --sample; each file's draw depends only on this and its name.")]
+Seed = Annotated[
+    int, typer.Option("--seed", help="Seed for --sample; each file's draw depends only on this and the file's name with its folder's (cats/0001.jpg).")
+]
+EXIT_CODES = "Exit codes: 0 all inputs done or up to date; 1 some inputs failed (the others were done); 2 usage or setup error."
 
 
-# ---------------------------------------------------------------------------------------------------
-# Reporting
-# ---------------------------------------------------------------------------------------------------
-
-
-class Reporter:
-    """Progress bar on a terminal (never with --quiet/--json), one stderr line per failed input."""
-
-    def __init__(self, total: int, verb: str, json_mode: bool, quiet: bool):
-        from rich.console import Console
-
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
-        self.progress = None
-        if total and self.err.is_terminal and not quiet and not json_mode:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.progress = Progress(
-                TextColumn(verb), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=self.err, transient=True
-            )
-            self.task = self.progress.add_task(verb, total=total)
-
-    def __enter__(self) -> "Reporter":
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def __call__(self, result: dict) -> None:
-        if result["status"] == "failed":
-            self.err.print(f"failed: {result['error']}", markup=False)
-        if self.progress is not None:
-            self.progress.advance(self.task)
-
-
-@contextlib.contextmanager
-def plain_warnings():
-    """Warnings as one `Warning: ...` line on stderr, not Python's file:line form."""
-    original = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"Warning: {message}", file=sys.stderr)
-
-    warnings.showwarning = show
-    try:
-        yield
-    finally:
-        warnings.showwarning = original
-
-
-def _finite(value):
-    """JSON has no NaN/inf: a PSNR of identical images (inf) or SSIM of a tiny image (NaN) becomes null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def print_json(document: dict) -> None:
-    sys.stdout.write(json.dumps(_finite(document), indent=2) + "\n")
-
-
-def _summary_line(verb: str, summary: dict) -> str:
-    return f"{verb} {summary['ok']} ok, {summary['skipped']} skipped, {summary['failed']} failed of {summary['total']} in {summary['seconds']:.1f} s"
-
-
-def emit(results: list[dict], summary: dict, verb: str, json_mode: bool, quiet: bool) -> int:
-    from ..batch.engine import exit_code
-
-    if json_mode:
-        print_json({"results": results, "summary": summary})
-    elif not quiet:
-        print(_summary_line(verb, summary))
-    return exit_code(results)
-
-
-def _load(model, config, weights, device, dtype, allow_pickle, max_memory):
-    """The model as a Runner under the --max-memory policy."""
+def _load(flags, device, dtype, allow_pickle, max_memory):
+    """The model as a Runner under its share of --max-memory, and the data budget that goes with it."""
     from ..api import load_vae
-    from ..runtime.executor import Runner
-    from ..runtime.memory import MemoryPolicy
+    from ..batch.models import make_runner
 
-    vae = load_vae(model, config=config, weights=weights, device=device, dtype=dtype.value, allow_pickle=allow_pickle)
-    return Runner(vae, MemoryPolicy(max_memory))
+    vae = load_vae(flags.model, config=flags.config, weights=flags.weights, device=device, dtype=dtype.value, allow_pickle=allow_pickle)
+    return make_runner(vae, max_memory)
 
 
 def _size_spec(resize: str | None, center_crop: bool):
@@ -153,15 +63,12 @@ def _size_spec(resize: str | None, center_crop: bool):
         raise typer.BadParameter(str(e), param_hint="--resize") from None
 
 
-def _exit_code(results: list[dict]) -> int:
-    from ..batch.engine import exit_code
+def _encode_options(flags, runner, data_budget, **kw):
+    from ..batch.encode import EncodeOptions
+    from ..batch.models import digest_cache
 
-    return exit_code(results)
-
-
-# ---------------------------------------------------------------------------------------------------
-# encode
-# ---------------------------------------------------------------------------------------------------
+    return EncodeOptions(model_name=flags.recorded_name, weights=flags.weights, model_identity=flags.identity(digest_cache()),
+                         data_budget=data_budget, **kw)
 
 
 def encode(
@@ -188,44 +95,28 @@ def encode(
 ) -> int:
     """Encode images and videos into latent files (.safetensors with tensor `latent`).
 
-    a/b.png -> OUT/b.safetensors ([C,h,w]); a video -> [T,C,h,w] with its fps. Folder inputs keep their relative paths under OUT; without -o each latent goes beside its input. Sizes that are not a multiple of the model's downsampling factor are padded (reflect) and the original size recorded, so decode returns the input's exact size. Existing up-to-date outputs are skipped (one whose source changed, or that another model or other options made, is redone); every file is written atomically, so a rerun after Ctrl-C or a crash completes exactly what is missing. Animated GIFs are videos; single-frame GIFs images.
+    a/b.png -> OUT/b.safetensors ([C,h,w]); a video -> [T,C,h,w] with its fps. Folder inputs keep their relative paths under OUT; without -o each latent goes beside its input. Two inputs that would write one latent (b.png and b.jpg) both fail, naming each other. Sizes that are not a multiple of the model's downsampling factor are padded (reflect) and the original size recorded, so decode returns the input's exact size. An existing latent made from the same file by the same model and options is skipped; made otherwise, it is redone; any other existing file is left alone (that input fails) unless --overwrite. Every file is written atomically, so a rerun after Ctrl-C or a crash completes exactly what is missing. Animated GIFs are videos; single-frame GIFs images.
 
     Examples: vaecli encode photos/ -o latents/ ; vaecli encode clip.mp4 --model sdxl-vae -o out/
-
-    Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
     """
-    from ..batch.distributed import current_world, gather_report, rank_device, shard
-    from ..batch.engine import MEDIA_SUFFIXES, EncodeOptions, encode_files, plan_jobs
-    from ..weights.registry import DEFAULT_MODEL
+    from ..batch.distributed import current_world, rank_device
+    from ..batch.encode import MEDIA_SUFFIXES, encode_files, name_media
+    from ..batch.models import ModelFlags
 
     size = _size_spec(resize, center_crop)
-    world = current_world()  # under torchrun: this rank's share of the inputs, rank 0 reports
-    with plain_warnings():
-        runner = _load(model, config, weights, rank_device(device, world), dtype, allow_pickle, max_memory)
-        jobs = shard(plan_jobs(inputs, MEDIA_SUFFIXES, output, lambda p: ".safetensors"), world)
-        opts = EncodeOptions(
-            model_name=model or (None if (config or weights) else DEFAULT_MODEL),  # what decode reloads
-            weights=weights,
-            batch_size=batch_size,
-            size=size,
-            alpha=alpha.value,
-            scale=not no_scale,
-            sample=sample,
-            seed=seed,
-            save_dist=save_dist,
-            overwrite=overwrite,
-        )
-        with Reporter(len(jobs), "encode", json_, quiet or not world.reports) as report:
-            results, summary = encode_files(runner, jobs, opts, on_result=report)
-    merged = gather_report(results, summary, world)
-    if merged is None:  # not rank 0: rank 0 reports for everyone
-        return _exit_code(results)
-    return emit(*merged, "encoded", json_, quiet)
+    flags = ModelFlags(model, config, weights)
+
+    def start():
+        runner, budget = _load(flags, rank_device(device, current_world()), dtype, allow_pickle, max_memory)
+        opts = _encode_options(flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, scale=not no_scale, sample=sample,
+                               seed=seed, save_dist=save_dist, overwrite=overwrite)
+        return lambda jobs, on_result: encode_files(runner, jobs, opts, on_result)
+
+    cmd = BatchCommand("encode", "encoded", MEDIA_SUFFIXES, lambda job: name_media(job, output, ".safetensors"), start)
+    return run_batch(cmd, inputs, output, json_, quiet)
 
 
-# ---------------------------------------------------------------------------------------------------
-# decode
-# ---------------------------------------------------------------------------------------------------
+encode.__doc__ += "\n    " + EXIT_CODES
 
 
 def decode(
@@ -253,49 +144,46 @@ def decode(
 ) -> int:
     """Decode latent files back into images (PNG by default) and videos.
 
-    A latent written by `vaecli encode` needs no flags: model, scaling and original size come from its metadata, and the image is cropped back to the encoded image's size. Foreign latents (.npy, a .pt holding one tensor, other .safetensors) need --model or --config/--weights, and --scaled/--unscaled. Without -o each image goes beside its latent as <name>.decoded.png; with -o as OUT/<name>.png. Existing images newer than their latent are skipped unless --overwrite.
-
-    Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
+    A latent written by `vaecli encode` needs no flags: model, scaling and original size come from its metadata, and the image is cropped back to the encoded image's size. Foreign latents (.npy, a .pt holding one tensor, other .safetensors) need --model or --config/--weights, and --scaled/--unscaled. Without -o each image goes beside its latent as <name>.decoded.png; with -o as OUT/<name>.png. An existing image decoded from the same latent the same way is skipped; decoded otherwise (another model, --unscaled...), it is redone; any other existing file (your own photo) is left alone (that input fails) unless --overwrite.
     """
-    from ..batch.distributed import current_world, gather_report, rank_device, shard
-    from ..batch.engine import DecodeOptions, ModelSource, decode_files, plan_jobs
+    from ..batch.decode import DecodeOptions, decode_files, name_latent
+    from ..batch.distributed import current_world, rank_device
+    from ..batch.models import (
+        ModelFlags,
+        ModelSource,
+        digest_cache,
+        dtype_name,
+        make_runner,
+        memory_split,
+    )
     from ..io.latents import LATENT_SUFFIXES
 
-    world = current_world()  # under torchrun: this rank's share of the inputs, rank 0 reports
-    device = rank_device(device, world)
-    with plain_warnings():
-        given = _load(model, config, weights, device, dtype, allow_pickle, max_memory) if (model or config or weights) else None
+    opts = DecodeOptions(fmt=fmt.value, video_format=None if video_format is None else video_format.value, scaled=scaled,
+                         overwrite=overwrite, batch_size=batch_size)
+    flags = ModelFlags(model, config, weights)
+
+    def start():
         from ..api import load_vae
-        from ..runtime.executor import Runner
-        from ..runtime.memory import MemoryPolicy
+        from ..runtime.device import pick_device, resolve_dtype
+
+        dev = pick_device(rank_device(device, current_world()))
+        digests = digest_cache()
 
         def load(*args, **kwargs):
-            vae = load_vae(*args, device=device, dtype=dtype.value, allow_pickle=allow_pickle, **kwargs)
-            return Runner(vae, MemoryPolicy(max_memory))
+            vae = load_vae(*args, device=dev, dtype=dtype.value, allow_pickle=allow_pickle, **kwargs)
+            return make_runner(vae, max_memory)[0]
 
-        models = ModelSource(given, load)
-        suffix = f".{fmt.value}" if output is not None else f".decoded.{fmt.value}"
-        jobs = shard(plan_jobs(latents, LATENT_SUFFIXES, output, lambda p: suffix), world)
-        opts = DecodeOptions(
-            fmt=fmt.value,
-            video_format=None if video_format is None else video_format.value,
-            scaled=scaled,
-            overwrite=overwrite,
-            batch_size=batch_size,
-        )
-        with Reporter(len(jobs), "decode", json_, quiet or not world.reports) as report:
-            results, summary = decode_files(models, jobs, opts, on_result=report)
-    merged = gather_report(results, summary, world)
-    if merged is None:
-        return _exit_code(results)
-    return emit(*merged, "decoded", json_, quiet)
+        given = load(model, config=config, weights=weights) if (model or config or weights) else None
+        opts.dtype = dtype_name(given.dtype if given is not None else resolve_dtype(dtype.value, dev))
+        opts.data_budget = memory_split(max_memory, dev)[1]
+        models = ModelSource(given, None if given is None else flags.identity(digests), load, digests)
+        return lambda jobs, on_result: decode_files(models, jobs, opts, on_result)
+
+    cmd = BatchCommand("decode", "decoded", LATENT_SUFFIXES, lambda job: name_latent(job, output, opts), start)
+    return run_batch(cmd, latents, output, json_, quiet)
 
 
-# ---------------------------------------------------------------------------------------------------
-# roundtrip
-# ---------------------------------------------------------------------------------------------------
-
-METRIC_COLUMNS = ("psnr", "ssim", "lpips")
+decode.__doc__ += "\n    " + EXIT_CODES
 
 
 def _lpips(device, enabled: bool, err):
@@ -311,49 +199,6 @@ def _lpips(device, enabled: bool, err):
         print(MISSING_HINT, file=err)
         return None
     return lambda a, b: lp(a.to(device), b.to(device))
-
-
-def _table(results: list[dict], summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    shown = [c for c in METRIC_COLUMNS if any(r.get(c) is not None for r in results)]
-    table = Table(show_edge=False)
-    table.add_column("input", overflow="fold")
-    table.add_column("status")
-    for c in shown:
-        table.add_column(c.upper(), justify="right")
-
-    def fmt(v, c):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "-"
-        return f"{v:.2f}" if c == "psnr" else f"{v:.4f}"
-
-    for r in results:
-        table.add_row(r["input"], r["status"], *(fmt(r.get(c), c) for c in shown))
-    if results:
-        table.add_section()
-        table.add_row("mean", "", *(fmt(summary.get(f"mean_{c}"), c) for c in shown))
-    console = Console(highlight=False, width=max(100, Console().width))
-    console.print(table)
-    console.print(_summary_line("measured", summary), markup=False)
-
-
-def write_report(path: Path, results: list[dict], summary: dict) -> None:
-    """--report: .json (same document as --json) or .csv (one row per input), written atomically."""
-    from ..io.atomic import atomic_path
-
-    if path.suffix.lower() == ".json":
-        text = json.dumps(_finite({"results": results, "summary": summary}), indent=2) + "\n"
-    else:
-        buf = io.StringIO()
-        fields = ["input", "output", "status", "error", *METRIC_COLUMNS, "frames"]
-        writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(_finite(results))
-        text = buf.getvalue()
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def roundtrip(
@@ -374,47 +219,34 @@ def roundtrip(
     resize: Resize = None,
     center_crop: CenterCrop = False,
     alpha: AlphaOpt = Alpha.white,
+    overwrite: Overwrite = False,
     json_: Json = False,
     quiet: Quiet = False,
     allow_pickle: AllowPickle = False,
 ) -> int:
     """Encode and decode each input and measure reconstruction quality: PSNR, SSIM (and LPIPS when cached).
 
-    Prints a table of per-file metrics and their means (or --json / --report FILE.csv|.json). Metrics compare the image fed to the model (after --resize/--center-crop) with its reconstruction, both in [0, 1]; videos report the mean over frames.
-
-    Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); 2 usage or setup error.
+    Prints a table of per-file metrics and their means (or --json / --report FILE.csv|.json). Metrics compare the image fed to the model (after --resize/--center-crop) with its reconstruction, both in [0, 1]; videos report the mean over frames. With -o, a reconstruction that is up to date (same source, model and options) is not redone: its recorded metrics are reported as skipped; an existing file that vaecli did not make from this input is left alone (that input fails) unless --overwrite.
     """
-    from ..batch.distributed import current_world, gather_report, rank_device, shard
-    from ..batch.engine import (
-        MEDIA_SUFFIXES,
-        EncodeOptions,
-        RoundtripOptions,
-        plan_jobs,
-        roundtrip_files,
-        with_metric_means,
-    )
+    from ..batch.distributed import current_world, rank_device
+    from ..batch.encode import MEDIA_SUFFIXES
+    from ..batch.models import ModelFlags
+    from ..batch.roundtrip import RoundtripOptions, name_roundtrip, roundtrip_files
 
     if compare and output is None:
         raise typer.BadParameter("--compare needs -o/--output to say where the images go", param_hint="--compare")
-    if report is not None and report.suffix.lower() not in (".csv", ".json"):
-        raise typer.BadParameter(f"{report}: use a .csv or .json file", param_hint="--report")
     size = _size_spec(resize, center_crop)
-    world = current_world()  # under torchrun: this rank's share of the inputs, rank 0 reports
-    with plain_warnings():
-        runner = _load(model, config, weights, rank_device(device, world), dtype, allow_pickle, max_memory)
-        jobs = shard(plan_jobs(inputs, MEDIA_SUFFIXES, output, lambda p: ".png" if output is not None else None), world)
-        eo = EncodeOptions(batch_size=batch_size, size=size, alpha=alpha.value, sample=sample, seed=seed)
-        opts = RoundtripOptions(eo, save=output is not None, compare=compare, lpips=_lpips(runner.device, not no_lpips, sys.stderr))
-        with Reporter(len(jobs), "roundtrip", json_, quiet or not world.reports) as reporter:
-            results, summary = roundtrip_files(runner, jobs, opts, on_result=reporter)
-    merged = gather_report(results, summary, world)
-    if merged is None:
-        return _exit_code(results)
-    results, summary = merged[0], with_metric_means(merged[1], merged[0])
-    if report is not None:
-        write_report(report, results, summary)
-    if json_:
-        print_json({"results": results, "summary": summary})
-    elif not quiet:
-        _table(results, summary)
-    return _exit_code(results)
+    flags = ModelFlags(model, config, weights)
+
+    def start():
+        runner, budget = _load(flags, rank_device(device, current_world()), dtype, allow_pickle, max_memory)
+        eo = _encode_options(flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, sample=sample, seed=seed,
+                             overwrite=overwrite)
+        opts = RoundtripOptions(eo, compare=compare, lpips=_lpips(runner.device, not no_lpips, sys.stderr))
+        return lambda jobs, on_result: roundtrip_files(runner, jobs, opts, on_result)
+
+    cmd = BatchCommand("roundtrip", "measured", MEDIA_SUFFIXES, lambda job: name_roundtrip(job, output, compare), start, metrics=True)
+    return run_batch(cmd, inputs, output, json_, quiet, report)
+
+
+roundtrip.__doc__ += "\n    " + EXIT_CODES

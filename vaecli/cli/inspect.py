@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from .codec import print_json
 from .options import Json
+from .output import print_json
 
 
 def _model_rows() -> list[dict]:

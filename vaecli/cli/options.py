@@ -73,7 +73,14 @@ Output = Annotated[
     Optional[Path],
     typer.Option("-o", "--output", help="Output folder; folder inputs keep their relative paths under it.", rich_help_panel=OUTPUT_PANEL),
 ]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo outputs that exist and are up to date.", rich_help_panel=OUTPUT_PANEL)]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Redo outputs that are up to date, and replace existing files that vaecli did not make from this input. Inputs are never replaced.",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
 Json = Annotated[
     bool,
     typer.Option("--json", help="Print one JSON document on stdout: {results: [...], summary: {...}}.", rich_help_panel=OUTPUT_PANEL),
@@ -114,8 +121,10 @@ MaxMemory = Annotated[
         "--max-memory",
         metavar="SIZE",
         parser=parse_bytes,
-        help="Memory the model may use (e.g. 4GiB). Batches estimated to need more run tiled, exactly (same result); "
-        "an out-of-memory error retries the batch tiled. Default: 90% of free GPU memory, or half the available RAM on CPU.",
+        help="Memory to stay within (e.g. 4GiB): on a CPU the whole process's (torch and the weights, images read ahead and "
+        "outputs being written, the model's activations), on a GPU the model's device memory. Batches estimated to need more "
+        "run tiled, exactly (same result); an out-of-memory error retries the batch tiled. "
+        "Default: 90% of free GPU memory, or half the available RAM on CPU.",
         rich_help_panel=MODEL_PANEL,
     ),
 ]

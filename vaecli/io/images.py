@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
 from .atomic import atomic_path
+from .provenance import image_save_options
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tiff": "TIFF"}  # --format -> Pillow format
@@ -159,15 +160,28 @@ def pad_to_multiple(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, str]:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded."""
-    return (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded (one float temporary: a 4K frame is 100 MB)."""
+    return x.detach().float().mul(255.0).clamp_(0, 255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def write_image(x: torch.Tensor, path: str | Path, fmt: str | None = None) -> None:
-    """Save (3, H, W) float in [0, 1] atomically; the format comes from `fmt` or the suffix."""
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from an image's header without decoding it; None when Pillow cannot tell."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - the full read names the cause later
+        return None
+
+
+def write_image(x: torch.Tensor | np.ndarray, path: str | Path, fmt: str | None = None, *,
+                provenance: dict | None = None, before_replace=None) -> None:
+    """Save (3, H, W) float in [0, 1] (or (H, W, 3) uint8) atomically, with its provenance document.
+
+    The format comes from `fmt` or the suffix; `before_replace` is atomic_path's last check.
+    """
     path = Path(path)
     fmt = fmt or _SUFFIX_FORMAT[path.suffix.lower()]
-    img = Image.fromarray(to_uint8(x), "RGB")
+    img = Image.fromarray(to_uint8(x) if isinstance(x, torch.Tensor) else x, "RGB")
     options = {"quality": 95} if fmt in ("jpg", "webp") else {}
-    with atomic_path(path) as tmp:
-        img.save(tmp, format=IMAGE_FORMATS[fmt], **options)
+    with atomic_path(path, before_replace) as tmp:
+        img.save(tmp, format=IMAGE_FORMATS[fmt], **options, **image_save_options(fmt, provenance))

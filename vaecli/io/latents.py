@@ -1,26 +1,28 @@
 """Latent files: safetensors with tensor `latent` and string metadata that make them self-describing.
 
 A latent file written here carries everything decode needs (model name, full config, the weights it
-came from, scaling convention, original size and padding), and everything resume needs (the source's
-size, mtime and sha256). Reading also accepts foreign latents (.npy, .pt holding one tensor, other
-.safetensors files) whose model and scaling the user states with flags. Every problem raises
-InputError naming the file, so one bad latent fails alone.
+came from, scaling convention, original size and padding), and its provenance document (see
+vaecli.io.provenance: the recipe that made it, for resume). Reading also accepts foreign latents (.npy,
+.pt holding one tensor, other .safetensors files) whose model and scaling the user states with flags.
+Latents are shared between people and machines: every metadata field is checked on read, and every
+problem raises InputError naming the file (and the field), so one bad latent fails alone.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from ..errors import InputError
 from .atomic import atomic_path
-from .hashing import file_digest
+from .provenance import PROVENANCE_KEY, provenance_text
 
 LATENT_FORMAT_KEY = "vaecli_latent_format"
 LATENT_FORMAT_VERSION = "1"
@@ -31,6 +33,76 @@ _FOREIGN_NAMES = ("latent", "latents")
 def metadata_string(value) -> str:
     """How a metadata value is stored: booleans as JSON (true/false), everything else as str()."""
     return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+_MAX_SIDE = 1 << 20  # pixels: far beyond any image a VAE decodes, small enough to refuse nonsense
+
+
+def _field_error(path: Path, key: str, raw: str, why: str) -> InputError:
+    shown = raw if len(raw) <= 60 else raw[:57] + "..."
+    return InputError(f"{path}: latent metadata field {key}={shown!r}: {why}")
+
+
+class _Fields:
+    """Typed, checked access to a latent's string metadata: each bad field is one error naming it."""
+
+    def __init__(self, meta: dict[str, str], path: Path):
+        self.meta, self.path = meta, path
+
+    def raw(self, key: str) -> str | None:
+        value = self.meta.get(key)
+        return None if value in (None, "", "None") else value
+
+    def text(self, key: str, default: str = "") -> str:
+        return self.meta.get(key, default)
+
+    def number(self, key: str, *, positive: bool = False, default: float | None = None) -> float | None:
+        raw = self.raw(key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise _field_error(self.path, key, raw, "not a number") from None
+        if not math.isfinite(value) or (positive and value <= 0):
+            raise _field_error(self.path, key, raw, "expected a positive finite number" if positive else "expected a finite number")
+        return value
+
+    def integer(self, key: str, *, low: int | None = None, high: int | None = None, default: int | None = None) -> int | None:
+        raw = self.raw(key)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise _field_error(self.path, key, raw, "not an integer") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise _field_error(self.path, key, raw, f"expected an integer in [{low}, {high}]")
+        return value
+
+    def side(self, key: str, default: int | None = None) -> int:
+        value = self.integer(key, low=1, high=_MAX_SIDE, default=default)
+        if value is None:
+            raise InputError(f"{self.path}: latent metadata lacks the field {key}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.meta.get(key, default)
+        if value not in choices:
+            raise _field_error(self.path, key, value, f"expected one of {', '.join(choices)}")
+        return value
+
+    def json_object(self, key: str) -> str:
+        raw = self.meta.get(key)
+        if raw is None:
+            raise InputError(f"{self.path}: latent metadata lacks the field {key}")
+        try:
+            ok = isinstance(json.loads(raw), dict)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise _field_error(self.path, key, raw, "not a JSON object")
+        return raw
 
 
 @dataclass
@@ -49,12 +121,10 @@ class LatentMeta:
     size_handling: str = ""  # e.g. "pad reflect right=3 bottom=3 to 520x304", or "none"
     preprocess: str = ""  # JSON of the options that shaped the latent (resize, crop, alpha, seed)
     posterior: str = "mode"  # mode | sample
-    seed: int | None = None
+    seed: int | None = None  # --seed as given, with --sample
+    sample_seed: int | None = None  # the seed of this file's draw, derived from `seed` and its relative path
     weights: str | None = None  # absolute path of the weights file, when not a registry model
-    source: str = ""
-    source_size: int | None = None
-    source_mtime_ns: int | None = None
-    source_sha256: str | None = None
+    source: str = ""  # absolute path of the encoded file
     fps: float | None = None  # video only
     frames: int | None = None  # video only
     vaecli_version: str = ""
@@ -70,37 +140,32 @@ class LatentMeta:
 
     @classmethod
     def from_strings(cls, meta: dict[str, str], path: Path) -> "LatentMeta":
+        """Parse and check every field; a latent from elsewhere is untrusted input (one-line error per bad field)."""
         known = set(cls.__dataclass_fields__) - {"extra"}
-        try:
-            def num(key, kind):
-                return kind(meta[key]) if meta.get(key) not in (None, "") else None
-
-            return cls(
-                model=meta.get("model"),
-                config=meta["config"],
-                scaling_factor=num("scaling_factor", float),
-                shift_factor=float(meta.get("shift_factor", 0.0)),
-                scaled=meta.get("scaled", "true") == "true",
-                height=int(meta["height"]),
-                width=int(meta["width"]),
-                original_height=int(meta.get("original_height", meta["height"])),
-                original_width=int(meta.get("original_width", meta["width"])),
-                size_handling=meta.get("size_handling", ""),
-                preprocess=meta.get("preprocess", ""),
-                posterior=meta.get("posterior", "mode"),
-                seed=num("seed", int),
-                weights=meta.get("weights"),
-                source=meta.get("source", ""),
-                source_size=num("source_size", int),
-                source_mtime_ns=num("source_mtime_ns", int),
-                source_sha256=meta.get("source_sha256"),
-                fps=num("fps", float),
-                frames=num("frames", int),
-                vaecli_version=meta.get("vaecli_version", ""),
-                extra={k: v for k, v in meta.items() if k not in known and k != LATENT_FORMAT_KEY},
-            )
-        except (KeyError, ValueError) as e:
-            raise InputError(f"{path}: damaged vaecli latent metadata ({type(e).__name__}: {e})") from None
+        f = _Fields(meta, path)
+        height, width = f.side("height"), f.side("width")
+        return cls(
+            model=f.raw("model"),
+            config=f.json_object("config"),
+            scaling_factor=f.number("scaling_factor", positive=True),
+            shift_factor=f.number("shift_factor", default=0.0),
+            scaled=f.choice("scaled", ("true", "false"), "true") == "true",
+            height=height,
+            width=width,
+            original_height=f.side("original_height", height),
+            original_width=f.side("original_width", width),
+            size_handling=f.text("size_handling"),
+            preprocess=f.text("preprocess"),
+            posterior=f.choice("posterior", ("mode", "sample"), "mode"),
+            seed=f.integer("seed"),
+            sample_seed=f.integer("sample_seed", low=0),
+            weights=f.raw("weights"),
+            source=f.text("source"),
+            fps=f.number("fps", positive=True),
+            frames=f.integer("frames", low=1),
+            vaecli_version=f.text("vaecli_version"),
+            extra={k: v for k, v in meta.items() if k not in known and k not in (LATENT_FORMAT_KEY, PROVENANCE_KEY)},
+        )
 
 
 @dataclass
@@ -116,60 +181,86 @@ class Latent:
         return self.tensor.ndim == 4
 
 
-def source_fingerprint(path: Path) -> dict:
-    """Size, mtime and sha256 of a source file: recorded so a rerun can tell when it changed."""
-    st = path.stat()
-    return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns, "source_sha256": file_digest(path)}
+@dataclass(frozen=True)
+class LatentHeader:
+    """What planning needs from a latent without reading its values: shape and metadata."""
+
+    shape: tuple[int, ...]  # (C, h, w) or (T, C, h, w), as read_latent will return it
+    meta: LatentMeta | None
+
+    @property
+    def is_video(self) -> bool:
+        return len(self.shape) == 4
 
 
-def write_latent(path: str | Path, latent: torch.Tensor, meta: LatentMeta, *, mean=None, logvar=None) -> None:
-    """Write tensor `latent` (and `mean`/`logvar` with --save-dist) atomically."""
+def write_latent(path: str | Path, latent: torch.Tensor, meta: LatentMeta, *, mean=None, logvar=None,
+                 provenance: dict | None = None, before_replace=None) -> None:
+    """Write tensor `latent` (and `mean`/`logvar` with --save-dist) atomically, with its provenance document."""
     # clone: with --no-scale the latent *is* the mean, and safetensors refuses tensors sharing memory
     tensors = {"latent": latent.detach().cpu().clone()}
     if mean is not None:
         tensors["mean"] = mean.detach().cpu().clone()
         tensors["logvar"] = logvar.detach().cpu().clone()
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta.to_strings())
+    strings = meta.to_strings()
+    if provenance is not None:
+        strings[PROVENANCE_KEY] = provenance_text(provenance)
+    data = save(tensors, metadata=strings)  # bytes, written by us: safetensors' own file writer creates 0600 files
+    with atomic_path(path, before_replace) as tmp:
+        tmp.write_bytes(data)
 
 
-def read_latent_metadata(path: Path) -> dict[str, str] | None:
-    """The string metadata of a safetensors file, or None when the file is unreadable."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError):
-        return None
+def _tensor_name(path: Path, keys: list[str], meta: dict[str, str]) -> str:
+    name = next((k for k in _FOREIGN_NAMES if k in keys), None)
+    if name is None and LATENT_FORMAT_KEY not in meta and len(keys) == 1:
+        name = keys[0]
+    if name is None:
+        raise InputError(f"{path}: no tensor named 'latent' (has: {', '.join(keys[:5]) or 'none'})")
+    return name
 
 
-def is_fresh(output: Path, source: Path, recipe: dict[str, str | None] | None = None) -> bool:
-    """True when `output` is a readable latent made from `source` as it is now, the same way.
-
-    `recipe`: metadata values that must match (model, config, scaling, options; None: absent), so
-    switching model or options redoes the file instead of keeping a latent of another kind.
-    Source size differs -> stale. Same size but another mtime -> stale unless the recorded sha256
-    still matches (a `touch` or a copy does not force a recompute).
-    """
-    meta = read_latent_metadata(output)
-    if not meta or LATENT_FORMAT_KEY not in meta:
-        return False
-    if any(meta.get(k) != v for k, v in (recipe or {}).items()):
-        return False
-    st = source.stat()
-    if meta.get("source_size") != str(st.st_size):
-        return False
-    if meta.get("source_mtime_ns") == str(st.st_mtime_ns):
-        return True
-    return meta.get("source_sha256") is not None and meta["source_sha256"] == file_digest(source)
-
-
-def _load_tensor(path: Path) -> tuple[torch.Tensor, dict[str, str] | None]:
-    suffix = path.suffix.lower()
+def _check_size(path: Path) -> None:
     try:
         if path.stat().st_size == 0:
             raise InputError(f"{path}: empty file (0 bytes)")
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _normalised(path: Path, shape: tuple[int, ...], meta: LatentMeta | None) -> tuple[int, ...]:
+    if meta is None and len(shape) == 4 and shape[0] == 1:
+        shape = shape[1:]  # a foreign (1, C, h, w) batch of one -> (C, h, w)
+    if len(shape) not in (3, 4):
+        raise InputError(f"{path}: latent has shape {list(shape)}; expected [C,h,w] or [T,C,h,w]")
+    return shape
+
+
+def peek_latent(path: str | Path) -> LatentHeader:
+    """Shape and checked metadata of a latent file, reading only its header (safetensors, .npy) or mapping it (.pt)."""
+    path = Path(path)
+    _check_size(path)
+    suffix = path.suffix.lower()
+    raw_meta: dict[str, str] = {}
+    if suffix == ".npy":
+        try:
+            shape = tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+        except (ValueError, OSError, EOFError) as e:
+            raise InputError(f"{path}: not a readable .npy array ({str(e).splitlines()[0]})") from None
+    elif suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                raw_meta = dict(f.metadata() or {})
+                shape = tuple(f.get_slice(_tensor_name(path, list(f.keys()), raw_meta)).get_shape())
+        except (SafetensorError, OSError, ValueError) as e:
+            raise InputError(f"{path}: unreadable or truncated safetensors file ({e})") from None
+    else:
+        shape = tuple(_load_tensor(path)[0].shape)  # .pt: small, and only loadable whole
+    meta = LatentMeta.from_strings(raw_meta, path) if LATENT_FORMAT_KEY in raw_meta else None
+    return LatentHeader(_normalised(path, shape, meta), meta)
+
+
+def _load_tensor(path: Path) -> tuple[torch.Tensor, dict[str, str] | None]:
+    suffix = path.suffix.lower()
+    _check_size(path)
     if suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
@@ -191,13 +282,7 @@ def _load_tensor(path: Path) -> tuple[torch.Tensor, dict[str, str] | None]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
-            keys = list(f.keys())
-            name = next((k for k in _FOREIGN_NAMES if k in keys), None)
-            if name is None and LATENT_FORMAT_KEY not in meta and len(keys) == 1:
-                name = keys[0]
-            if name is None:
-                raise InputError(f"{path}: no tensor named 'latent' (has: {', '.join(keys[:5]) or 'none'})")
-            return f.get_tensor(name), meta
+            return f.get_tensor(_tensor_name(path, list(f.keys()), meta)), meta
     except (SafetensorError, OSError, ValueError) as e:
         raise InputError(f"{path}: unreadable or truncated safetensors file ({e})") from None
 
@@ -207,10 +292,7 @@ def read_latent(path: str | Path) -> Latent:
     path = Path(path)
     tensor, raw_meta = _load_tensor(path)
     meta = LatentMeta.from_strings(raw_meta, path) if raw_meta and LATENT_FORMAT_KEY in raw_meta else None
-    if meta is None and tensor.ndim == 4 and tensor.shape[0] == 1:
-        tensor = tensor[0]  # a foreign (1, C, h, w) batch of one -> (C, h, w)
-    if tensor.ndim not in (3, 4):
-        raise InputError(f"{path}: latent has shape {list(tensor.shape)}; expected [C,h,w] or [T,C,h,w]")
+    tensor = tensor.reshape(_normalised(path, tuple(tensor.shape), meta))
     if not torch.is_floating_point(tensor):
         raise InputError(f"{path}: latent has dtype {tensor.dtype}, expected floats")
     if not torch.isfinite(tensor).all():
@@ -222,3 +304,13 @@ def check_channels(latent: Latent, channels: int) -> None:
     got = latent.tensor.shape[-3]
     if got != channels:
         raise InputError(f"{latent.path}: latent has {got} channels but the model expects {channels}")
+
+
+def check_geometry(path: Path, shape: tuple[int, ...], meta: LatentMeta | None, factor: int) -> None:
+    """A vaecli latent's recorded content size must be what its padded latent decodes to (no silent crops)."""
+    if meta is None:
+        return
+    h, w = shape[-2:]
+    for key, size, side in (("height", meta.height, h), ("width", meta.width, w)):
+        if -(-size // factor) != side:
+            raise InputError(f"{path}: latent metadata field {key}={size} does not fit a latent of side {side} (factor {factor})")
