@@ -11,7 +11,7 @@ from torch import nn
 
 from .attention import make_attn
 from .blocks import Downsample, ResnetBlock, Upsample
-from .normalization import Normalize, inference_inplace, nonlinearity
+from .normalization import Normalize, nonlinearity, owns_output
 
 
 def build_down_path(
@@ -145,7 +145,7 @@ class Encoder(nn.Module):
         h = self.mid.block_1(h, temb)
         h = self.mid.attn_1(h)
         h = self.mid.block_2(h, temb)
-        return self.conv_out(nonlinearity(self.norm_out(h), inference_inplace()))
+        return self.conv_out(nonlinearity(self.norm_out(h), owns_output(self.norm_out)))
 
 
 class Decoder(nn.Module):
@@ -256,5 +256,5 @@ class Decoder(nn.Module):
                 h = up.upsample(h)
         if self.give_pre_end:
             return h
-        h = self.conv_out(nonlinearity(self.norm_out(h), inference_inplace()), **kwargs)
+        h = self.conv_out(nonlinearity(self.norm_out(h), owns_output(self.norm_out)), **kwargs)
         return torch.tanh(h) if self.tanh_out else h

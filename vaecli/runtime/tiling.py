@@ -218,8 +218,8 @@ class _TiledRunner:
         r0, c0 = rows.start * sh - pad[0], cols.start * sw - pad[1]
         r1, c1 = (rows.stop - 1) * sh - pad[0] + kh, (cols.stop - 1) * sw - pad[1] + kw
         window = self._window(src, r0, r1, c0, c1, **read)
-        if self.compute.type == "cpu":  # oneDNN is faster on NHWC, as in AutoencoderKL (vae.py)
-            window = window.contiguous(memory_format=torch.channels_last)
+        if self.compute.type == "cpu":  # oneDNN is faster on NHWC windows (docs/benchmarks.md); exact,
+            window = window.contiguous(memory_format=torch.channels_last)  # as no torch GroupNorm runs here
         return F.conv2d(window, conv.weight, conv.bias, stride=conv.stride)
 
     # -- layers
