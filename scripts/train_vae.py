@@ -1,17 +1,21 @@
-"""Train vaecli's embedded default model: a small KL autoencoder on freely licensed sample photographs.
+"""Train vaecli's embedded default model: a small KL autoencoder on freely licensed photographs and art.
 
     python scripts/train_vae.py --out runs/default --steps 4000 \
         --export vaecli/assets/vaecli-default.safetensors
 
-Loss (latent diffusion's recipe, minus LPIPS): L1 + MSE reconstruction, a tiny KL weight (1e-6)
-that keeps the latent a well-behaved Gaussian without costing detail, and optionally (`--gan`) a
-PatchGAN hinge loss whose weight adapts to the ratio of the reconstruction and GAN gradients at the
-decoder's last layer. Batches are random crops with scale jitter, flips and channel permutations
-(few colour photographs exist under a free licence in installable packages, so colour order is
-augmented). A checkpoint is written every `--ckpt-every` steps and `--resume` continues from it
-exactly (model, optimisers, step, random generators). At the end the latent scale is set to 1/std of
-the latents of training crops (LDM's scale_by_std) and the weights are exported as a self-describing
-fp16 safetensors file whose metadata records the command, data, commit, steps and held-out metrics.
+Loss (latent diffusion's recipe, minus LPIPS): L1 + MSE reconstruction, a tiny KL weight that keeps
+the latent a well-behaved Gaussian without costing detail, optionally (`--colour-weight`) the
+squared difference of each view's channel means (the colour cast a user sees), and optionally
+(`--gan`) a PatchGAN hinge loss whose weight adapts to the ratio of the reconstruction and GAN
+gradients at the decoder's last layer. Batches are views of the training images at every size,
+each cut into crops that share the view's GroupNorm statistics (train_vae_batches,
+train_vae_model.ImagePooledGroupNorm), so that a step sees the statistics of a whole 512-pixel to
+6000-pixel image at the cost of small crops; `--stats-margin` takes a large view's statistics from
+its crops' interiors, where no zero padding shows (docs/default-model.md, "Size and colour"). A checkpoint is written every `--ckpt-every` steps and
+`--resume` continues from it exactly (model, optimisers, step, random generators); `--init-from`
+starts from another run's checkpoint or an exported file. At the end the latent scale is set to
+1/std of the latents of training crops (LDM's scale_by_std) and the weights are exported as a
+self-describing fp16 safetensors file (train_vae_export).
 
 Held-out photographs (scripts/default_model_data.py) are never sampled for training; they are
 evaluated every `--eval-every` steps to show progress, and `--stop-at-psnr` may end the run early.
@@ -21,32 +25,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import default_model_data as data  # noqa: E402  (sibling module of this script)
+import default_model_data as data  # noqa: E402  (sibling modules of this script)
+import default_model_eval as evaluation  # noqa: E402
+from train_vae_batches import ViewSampler, image_weight, is_colour  # noqa: E402
+from train_vae_export import (  # noqa: E402
+    checkpoint_state,
+    export,
+    log,
+    parent_run,
+    save_checkpoint,
+    this_command,
+)
+from train_vae_model import (  # noqa: E402
+    GEOMETRY_KEYS,
+    adaptive_gan_weight,
+    build_config,
+    colour_loss,
+    hinge_d_loss,
+    init_group_offsets,
+    init_posterior_logvar,
+    lr_at,
+    pool_group_norms,
+    set_stats_margin,
+)
 
-from vaecli.config import VAEConfig  # noqa: E402
-from vaecli.io.atomic import atomic_path  # noqa: E402
-from vaecli.io.images import to_uint8  # noqa: E402
 from vaecli.model import AutoencoderKL  # noqa: E402
 from vaecli.model.discriminator import NLayerDiscriminator  # noqa: E402
-from vaecli.quality.metrics import psnr, ssim  # noqa: E402
 from vaecli.runtime.device import pick_device  # noqa: E402
-from vaecli.weights.checkpoints import metadata_json, save_weights  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 CHECKPOINT = "checkpoint.pt"
-GEOMETRY_KEYS = ("ch", "ch_mult", "num_res_blocks", "z_channels", "attn_type", "norm_num_groups")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,8 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--init-from",
         type=Path,
         default=None,
-        help="start from the weights another run's checkpoint.pt exports (its EMA when it kept one; same parameter "
-        "shapes: the geometry given here may change norm_num_groups), with a fresh optimiser and schedule",
+        help="start from the weights of another run's checkpoint.pt (its EMA when it kept one) or of an exported "
+        ".safetensors file, with a fresh optimiser and schedule; same parameter shapes (the geometry given here may "
+        "change norm_num_groups); the parent's recorded invocations head this run's",
     )
     # geometry: f4 (two downsamples), 8 latent channels, no mid-block attention; see docs/default-model.md.
     # GroupNorm erases each group's mean and scale: groups of 1-2 channels (32 groups over 32-64 channels)
@@ -76,19 +91,25 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=8,
         help="GroupNorm groups (32 in published VAEs); fewer, wider groups carry global colour through the norms",
     )
-    # data and optimisation
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--crop", type=int, default=128, help="training crop side in pixels")
-    p.add_argument("--scale-min", type=float, default=0.6, help="scale jitter: crops are resized by a factor in [min, max]")
-    p.add_argument("--scale-max", type=float, default=1.2)
+    # data
+    p.add_argument("--batch-size", type=int, default=2, help="views per step (each --crops-per-view crops)")
+    p.add_argument("--crop", type=int, default=128, help="crop side in pixels")
+    p.add_argument("--crops-per-view", type=int, default=4, help="crops per view, normalised with the view's pooled statistics")
+    p.add_argument("--min-view", type=int, default=256, help="smallest view side: a whole image is shown at least this large")
+    p.add_argument("--whole-view-prob", type=float, default=0.5, help="share of views that show the whole (zoomed) image")
     p.add_argument(
-        "--colour-jitter",
-        type=float,
-        default=0.0,
-        help="per-channel gain in [1-J, 1+J] and offset in [-J/2, J/2]: teaches absolute colours the few "
-        "training photos lack (saturated hues, dark backgrounds), which GroupNorm otherwise lets drift",
+        "--stats-margin",
+        type=int,
+        default=0,
+        help="pixels at each crop edge left out of the pooled GroupNorm statistics when every view of the step is at "
+        "least --margin-min-view long: the statistics of a large image's interior, where no zero padding shows",
     )
+    p.add_argument("--margin-min-view", type=int, default=1024)
+    p.add_argument("--photo-weight", type=float, default=3.0, help="sampling weight of colour photographs (art 1, greyscale 0.5)")
+    # optimisation
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-final", type=float, default=5e-5, help="cosine decay ends here")
+    p.add_argument("--warmup", type=int, default=100)
     p.add_argument(
         "--ema",
         type=float,
@@ -96,11 +117,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="keep an exponential moving average of the weights with this decay (e.g. 0.999); held-out "
         "metrics and the export then use it (0: off)",
     )
-    p.add_argument("--lr-final", type=float, default=5e-5, help="cosine decay ends here")
-    p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--l1-weight", type=float, default=1.0)
     p.add_argument("--mse-weight", type=float, default=1.0)
-    p.add_argument("--kl-weight", type=float, default=1e-6)
+    p.add_argument("--colour-weight", type=float, default=0.0, help="weight of the squared channel-mean difference per view")
+    p.add_argument("--kl-weight", type=float, default=2.5e-7, help="KL (summed over the latent) weight; 1e-6 suits 64-pixel crops")
     p.add_argument("--init-logvar", type=float, default=-8.0, help="initial posterior logvar (encoder bias)")
     p.add_argument("--init-offset", type=float, default=3.0, help="opposite offsets per GroupNorm pair before conv_out (0: off)")
     p.add_argument("--gan", action="store_true", help="add the PatchGAN (ActNorm) adversarial loss")
@@ -114,198 +134,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--eval-size", type=int, default=512, help="held-out centre crop side")
+    p.add_argument("--eval-size", type=int, default=512, help="held-out view side")
     p.add_argument("--stop-at-psnr", type=float, default=None, help="end early once mean held-out PSNR reaches this")
     p.add_argument("--scale-batches", type=int, default=16, help="batches of training crops for the latent std")
+    p.add_argument(
+        "--export-full-min-side",
+        type=int,
+        default=None,
+        help="also measure the held-out images of at least this long side at full size and record it (minutes)",
+    )
+    p.add_argument("--train-images", type=int, default=None, help="use only the first N training images (tests)")
+    p.add_argument("--eval-images", type=int, default=None, help="judge on the first N held-out images only (tests)")
     return p.parse_args(argv)
 
 
-# ---------------------------------------------------------------- data
-
-
-class CropSampler:
-    """Random training crops in [-1, 1]: scale jitter, horizontal flips, channel permutations.
-
-    Colour photographs are drawn twice as often as the greyscale ones, which teach structure only.
-    All randomness comes from one generator, so a resumed run draws the same batches.
-    """
-
-    def __init__(
-        self,
-        images: list[np.ndarray],
-        weights: list[float],
-        crop: int,
-        scale_range: tuple[float, float],
-        seed: int,
-        colour_jitter: float = 0.0,
-    ):
-        self.images = [torch.from_numpy(np.array(a)).permute(2, 0, 1).float().div(255) for a in images]  # (3, H, W) in [0, 1]
-        self.probs = torch.tensor(weights, dtype=torch.float64) / sum(weights)
-        self.crop = crop
-        self.log_scale = (math.log(scale_range[0]), math.log(scale_range[1]))
-        self.gen = torch.Generator().manual_seed(seed)
-        self.colour_jitter = colour_jitter
-
-    def _uniform(self) -> float:
-        return torch.rand((), generator=self.gen).item()
-
-    def one(self) -> torch.Tensor:
-        img = self.images[torch.multinomial(self.probs, 1, generator=self.gen).item()]
-        _, h, w = img.shape
-        scale = math.exp(self.log_scale[0] + (self.log_scale[1] - self.log_scale[0]) * self._uniform())
-        side = min(round(self.crop / scale), h, w)  # source region that becomes one crop
-        top = int(self._uniform() * (h - side + 1))
-        left = int(self._uniform() * (w - side + 1))
-        x = img[:, top : top + side, left : left + side].unsqueeze(0)  # (1, 3, side, side)
-        if side != self.crop:
-            x = F.interpolate(x, size=(self.crop, self.crop), mode="bilinear", antialias=True, align_corners=False)
-        if self._uniform() < 0.5:
-            x = x.flip(3)
-        if self._uniform() < 0.5:
-            x = x[:, torch.randperm(3, generator=self.gen)]
-        if self.colour_jitter > 0:
-            j = self.colour_jitter
-            gain = 1 + j * (2 * torch.rand(1, 3, 1, 1, generator=self.gen) - 1)  # per channel, [1-j, 1+j]
-            offset = j * (torch.rand(1, 3, 1, 1, generator=self.gen) - 0.5)  # per channel, [-j/2, j/2]
-            x = x * gain + offset
-        return x.clamp(0, 1)[0]  # (3, crop, crop)
-
-    def batch(self, n: int) -> torch.Tensor:
-        return torch.stack([self.one() for _ in range(n)]) * 2 - 1  # (n, 3, crop, crop) in [-1, 1]
-
-
-def training_sampler(args) -> CropSampler:
-    images = [data.load_rgb(i.name) for i in data.TRAIN]
-    weights = [2.0 if _is_colour(a) else 1.0 for a in images]
-    return CropSampler(images, weights, args.crop, (args.scale_min, args.scale_max), args.seed, args.colour_jitter)
-
-
-def _is_colour(a: np.ndarray) -> bool:
-    return not (np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2]))
-
-
-# ---------------------------------------------------------------- metrics
-
-
-@torch.no_grad()
-def evaluate(model: AutoencoderKL, size: int, device: torch.device) -> dict:
-    """Held-out PSNR/SSIM of the posterior mode's reconstruction, quantised to uint8 as a saved PNG is;
-    the same metric code as `vaecli roundtrip`, so the recorded numbers are the ones users see."""
-    was_training = model.training
-    model.eval()
-    per_image = {}
-    for name, crop in data.held_out_crops(size):
-        x = torch.from_numpy(crop).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0).to(device)  # (1, 3, S, S)
-        rec = torch.from_numpy(to_uint8((model.decode(model.encode(x).mode())[0] + 1) / 2))  # (S, S, 3) uint8
-        ref, out = (t.permute(2, 0, 1)[None].double() / 255 for t in (torch.from_numpy(crop), rec))  # (1, 3, S, S)
-        per_image[name] = {"psnr": round(float(psnr(ref, out)), 3), "ssim": round(float(ssim(ref, out)), 4)}
-    model.train(was_training)
-    mean = {k: round(sum(v[k] for v in per_image.values()) / len(per_image), 3) for k in ("psnr", "ssim")}
-    return {"size": size, "images": per_image, "mean": mean}
-
-
-# ---------------------------------------------------------------- losses
-
-
-def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
-
-
-def adaptive_gan_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
-    """||d rec / d w|| / ||d g / d w|| at the decoder's last layer: the GAN term never dominates (Esser et al.)."""
-    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
-    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
-    return (rec_grad.norm() / (g_grad.norm() + 1e-4)).clamp(0.0, 1e4).detach()
-
-
-def lr_at(step: int, args) -> float:
-    """Linear warm-up, then cosine decay from --lr to --lr-final at --steps."""
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    t = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
-    return args.lr_final + 0.5 * (args.lr - args.lr_final) * (1 + math.cos(math.pi * t))
-
-
-# ---------------------------------------------------------------- run state
-
-
-def build_config(geometry: dict) -> VAEConfig:
-    return VAEConfig(
-        ch=geometry["ch"],
-        ch_mult=tuple(geometry["ch_mult"]),
-        num_res_blocks=geometry["num_res_blocks"],
-        z_channels=geometry["z_channels"],
-        attn_type=geometry["attn_type"],
-        norm_num_groups=geometry.get("norm_num_groups", 32),  # checkpoints from before the option used 32
-        resolution=256,
-        embed_dim=None,  # no quant convs: the encoder emits the latent moments directly, as in SD3/FLUX
-    )
-
-
-@torch.no_grad()
-def init_posterior_logvar(model: AutoencoderKL, logvar: float) -> None:
-    """Start the posterior nearly deterministic: bias the encoder's logvar channels to `logvar`.
-
-    At the default init the logvar is ~0, so posterior samples are unit-variance noise that swamps
-    the small initial means and the decoder learns nothing until the encoder has pushed the variance
-    down; with a KL weight of 1e-6 trained LDM autoencoders end with tiny variances anyway. Starting
-    there saves much of a short CPU run.
-    """
-    conv = model.encoder.conv_out
-    conv.bias[conv.out_channels // 2 :] = logvar  # moments are (mean, logvar) along channels
-
-
-@torch.no_grad()
-def init_group_offsets(model: AutoencoderKL, offset: float) -> None:
-    """Give the features before each GroupNorm -> conv_out opposite constant offsets within each group.
-
-    GroupNorm normalises each group of channels jointly, per image: the group's common mean and scale
-    are erased, so the image's global colour (or the latent's global mean) can reach conv_out only as
-    differences between the group's channels, measured against a known scale. Offsets alternating
-    +offset / -offset along the channels (the bias of the last residual conv) are that known scale:
-    each group's spread is dominated by them, so normalised values stay roughly linear in the
-    absolute signal. The norm's shift lifts the negative channels into SiLU's linear part. Measured
-    with GroupNorm(32) over 64 channels (pairs, the tightest case): held-out retina (strong colour
-    cast) 11.5 -> 19.4 dB after 300 steps. Wider groups (`--norm-num-groups 8`) need this less.
-    """
-    for conv, norm in (
-        (model.decoder.up[0].block[-1].conv2, model.decoder.norm_out),
-        (model.encoder.mid.block_2.conv2, model.encoder.norm_out),
-    ):
-        conv.bias[0::2] += offset  # even/odd channels alternate within every group (groups hold >= 2)
-        conv.bias[1::2] -= offset
-        norm.bias[1::2] += 2.0
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def git_commit() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "scripts", "vaecli"], cwd=REPO, capture_output=True, text=True).stdout
-        return rev + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def this_command() -> str:
-    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
-
-
-def _command_from_args(saved: dict) -> str:
-    """Checkpoints written before commands were recorded kept their parsed arguments only."""
-    flags = " ".join(f"--{k.replace('_', '-')} {shlex.quote(v)}" for k, v in saved.items() if v not in ("None", "False"))
-    return f"python scripts/train_vae.py {flags} (reconstructed from the checkpoint's arguments)"
-
-
-def log(msg: str) -> None:
-    print(time.strftime("%H:%M:%S ") + msg, flush=True)
-
-
-# ---------------------------------------------------------------- main
+def training_sampler(args) -> ViewSampler:
+    chosen = data.TRAIN[: args.train_images]
+    images = [data.load_rgb(i.name) for i in chosen]
+    weights = [image_weight(i.kind, is_colour(a), args.photo_weight) for i, a in zip(chosen, images)]
+    log(f"{len(images)} training images, {sum(a.shape[0] * a.shape[1] for a in images) / 1e6:.0f} Mpixel")
+    return ViewSampler(images, weights, args.crop, args.crops_per_view, args.seed, min_view=args.min_view, whole_view_prob=args.whole_view_prob)
 
 
 def train(args) -> int:
@@ -329,20 +177,20 @@ def train(args) -> int:
     model = AutoencoderKL(config).to(device).train()
     step, history = 0, []
     commands: list[str] = []  # every invocation that built this checkpoint, in order (parent runs first)
-    parent_steps = 0  # optimiser steps of the run the weights came from (--init-from)
+    parent_steps = 0  # optimiser steps of the runs the weights came from (--init-from)
     if resumed is None and args.init_from is not None:
-        parent = torch.load(args.init_from, map_location="cpu", weights_only=False)  # our own run file
-        model.load_state_dict(parent.get("ema") or parent["model"])  # the parent's exported weights
-        parent_steps = parent.get("parent_steps", 0) + parent["step"]
-        commands = parent.get("commands") or [_command_from_args(parent["args"])]
-        log(f"initialised from {args.init_from} (step {parent['step']}, geometry {parent['geometry']})")
+        weights, commands, parent_steps = parent_run(args.init_from)
+        model.load_state_dict(weights)
+        log(f"initialised from {args.init_from} ({parent_steps} steps before)")
     elif resumed is None:
         init_posterior_logvar(model, args.init_logvar)
         init_group_offsets(model, args.init_offset)
+    pool_group_norms(model, args.crops_per_view)  # the live model normalises each view's crops together
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
     disc = NLayerDiscriminator(input_nc=3, ndf=32, n_layers=3, use_actnorm=True).to(device).train() if args.gan else None
     disc_opt = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9)) if disc is not None else None
     sampler = training_sampler(args)
+    eval_crops = data.held_out_crops(args.eval_size, data.HELD_OUT[: args.eval_images])  # decoded once
     noise = torch.Generator(device=device).manual_seed(args.seed + 1)  # posterior samples
 
     if resumed is not None:
@@ -355,8 +203,7 @@ def train(args) -> int:
         noise.set_state(resumed["noise_rng"])
         torch.set_rng_state(resumed["torch_rng"])
         step, history = resumed["step"], resumed["history"]
-        commands = resumed.get("commands") or [_command_from_args(resumed["args"])]
-        parent_steps = resumed.get("parent_steps", 0)
+        commands, parent_steps = resumed["commands"], resumed.get("parent_steps", 0)
         log(f"resumed from {ckpt_path} at step {step}")
 
     # the EMA starts from the weights training starts from; a resumed run restores it
@@ -365,33 +212,15 @@ def train(args) -> int:
         ema = resumed["ema"] if resumed is not None and resumed.get("ema") is not None else {k: v.detach().float().clone() for k, v in model.state_dict().items()}
 
     def averaged() -> AutoencoderKL:
-        """The model to evaluate and export: the EMA weights when --ema, else the live ones."""
-        if ema is None:
-            return model
+        """The model to evaluate and export (plain GroupNorm): the EMA weights when --ema, else the live ones."""
         copy = AutoencoderKL(config).to(device).eval()
-        copy.load_state_dict(ema)
+        copy.load_state_dict(ema if ema is not None else model.state_dict())
         return copy
 
     def checkpoint() -> None:
-        save_checkpoint(
-            ckpt_path,
-            {
-                "step": step,
-                "geometry": geometry,
-                "model": model.state_dict(),
-                "ema": ema,
-                "opt": opt.state_dict(),
-                "disc": disc.state_dict() if disc is not None else None,
-                "disc_opt": disc_opt.state_dict() if disc_opt is not None else None,
-                "sampler_rng": sampler.gen.get_state(),
-                "noise_rng": noise.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-                "commands": commands,
-                "parent_steps": parent_steps,
-                "args": {k: str(v) for k, v in vars(args).items()},
-            },
-        )
+        rngs = {"sampler_rng": sampler.gen.get_state(), "noise_rng": noise.get_state(), "torch_rng": torch.get_rng_state()}
+        state = checkpoint_state(step, geometry, model, ema, opt, disc, disc_opt, rngs, history, commands, parent_steps, args)
+        save_checkpoint(ckpt_path, state)
 
     commands.append(f"{this_command()}  # from step {step}")
     n_params = sum(p.numel() for p in model.parameters())
@@ -401,13 +230,17 @@ def train(args) -> int:
     while step < args.steps:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
-        x = sampler.batch(args.batch_size).to(device)  # (B, 3, crop, crop)
+        x = sampler.batch(args.batch_size).to(device)  # (views * crops_per_view, 3, crop, crop)
+        large = min(sampler.last_view_sides) >= args.margin_min_view
+        set_stats_margin(model, args.stats_margin / args.crop if large else 0.0)
         use_gan = disc is not None and step >= args.disc_start
         with autocast:
             posterior = model.encode(x)
             xrec = model.decode(posterior.sample(noise))
         xrec = xrec.float()
         rec_loss = args.l1_weight * (x - xrec).abs().mean() + args.mse_weight * (x - xrec).pow(2).mean()
+        if args.colour_weight > 0:
+            rec_loss = rec_loss + args.colour_weight * colour_loss(x, xrec, args.crops_per_view)
         kl_loss = posterior.kl().float().mean()  # summed over latent elements, averaged over the batch
         loss = rec_loss + args.kl_weight * kl_loss
         g_loss = d_weight = torch.zeros((), device=device)
@@ -446,9 +279,9 @@ def train(args) -> int:
             )
         stop = False
         if step % args.eval_every == 0 or step == args.steps:
-            metrics = evaluate(averaged(), args.eval_size, device)
+            metrics = evaluation.evaluate_512(averaged(), eval_crops)
             history.append({"step": step, **metrics["mean"]})
-            log(f"held-out step {step}: mean PSNR {metrics['mean']['psnr']:.2f} dB SSIM {metrics['mean']['ssim']:.4f} {json.dumps(metrics['images'])}")
+            log(f"held-out step {step}: {json.dumps(metrics['mean'])} {json.dumps(metrics['images'])}")
             stop = args.stop_at_psnr is not None and metrics["mean"]["psnr"] >= args.stop_at_psnr
         if step % args.ckpt_every == 0 or step == args.steps or stop:
             checkpoint()
@@ -456,45 +289,8 @@ def train(args) -> int:
             log(f"held-out PSNR reached --stop-at-psnr {args.stop_at_psnr}: stopping at step {step}")
             break
 
-    export(averaged(), config, sampler, parent_steps + step, history, commands, args, device)
+    export(averaged(), config, sampler, eval_crops, parent_steps + step, history, commands, args, device)
     return 0
-
-
-@torch.no_grad()
-def export(model: AutoencoderKL, config: VAEConfig, sampler: CropSampler, step: int, history: list, commands: list, args, device) -> None:
-    """Set the latent scale (1/std, LDM's scale_by_std), round to fp16, measure, and write the weights."""
-    model.eval()
-    scale_gen = torch.Generator().manual_seed(args.seed + 2)  # a fixed draw, independent of where training stopped
-    sampler.gen, saved_gen = scale_gen, sampler.gen
-    latents = [model.encode(sampler.batch(args.batch_size).to(device)).sample(torch.Generator(device=device).manual_seed(i)) for i in range(args.scale_batches)]
-    sampler.gen = saved_gen
-    std = torch.cat([z.flatten() for z in latents]).float().std().item()
-    final_config = config.replace(
-        scaling_factor=round(1.0 / std, 5),
-        shift_factor=0.0,
-        name="vaecli-default",
-        description="vaecli's embedded default model: f4, 8 latent channels, trained on CPU by scripts/train_vae.py",
-    )
-    shipped = AutoencoderKL(final_config).to(device).eval()
-    # the metrics describe the shipped fp16 weights, so round them before measuring
-    shipped.load_state_dict({k: v.to(torch.float16).to(v.dtype) for k, v in model.state_dict().items()})
-    metrics = evaluate(shipped, args.eval_size, device)
-    target = args.export or args.out / "vaecli-default.safetensors"
-    metadata = {
-        "training_command": " && ".join(c.split("  #")[0] for c in commands),
-        "training_invocations": metadata_json(commands),
-        "held_out_history": metadata_json(history),
-        "training_steps": str(step),
-        "training_data": metadata_json(data.sources_metadata(data.TRAIN)),
-        "held_out_data": metadata_json(data.sources_metadata(data.HELD_OUT)),
-        "held_out_metrics": metadata_json(metrics),
-        "latent_std": f"{std:.6f}",
-        "scaling_factor_method": f"1/std of posterior samples of {args.scale_batches * args.batch_size} training crops of {args.crop}px",
-        "git_commit": git_commit(),
-        "licence": "weights trained by vaecli from the listed images; see samples/LICENSE.md for the data licences",
-    }
-    save_weights(shipped, target, metadata=metadata, dtype=torch.float16)
-    log(f"exported {target} ({target.stat().st_size / 1e6:.2f} MB): scaling_factor {final_config.scaling_factor} held-out {json.dumps(metrics['mean'])}")
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,20 @@ from vaecli.config import VAEConfig
 from vaecli.model import AutoencoderKL
 from vaecli.weights.checkpoints import save_weights
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_hub_cache(tmp_path_factory):
+    """No test sees the developer's own Hugging Face cache: what is "cached" must not depend on the machine.
+
+    Set in os.environ, so the CLI subprocesses the tests start inherit it too.
+    """
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HF_HUB_CACHE", str(tmp_path_factory.mktemp("empty-hf-hub-cache")))
+    patch.delenv("HF_HOME", raising=False)
+    yield
+    patch.undo()
+
+
 # Two levels (downsample factor 2), one resnet per level, 32 channels: the smallest model that still
 # has every part of the real architecture (down/upsample, mid attention, quant convs).
 TINY_CONFIG = VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, embed_dim=4, scaling_factor=0.5, name="tiny")

@@ -61,9 +61,12 @@ def test_many_missing_keys_are_listed_with_a_count(tmp_path, tiny_config, tiny_m
     assert "unexpected" not in message
 
 
-def test_wrong_shapes(tiny_config, tiny_weights):
-    wider = tiny_config.replace(ch=64, name="wider")
-    message = _refused(wider, tiny_weights, "mis-shaped")
+def test_wrong_shapes(tmp_path, tiny_config, tiny_model):
+    """Wider inner levels: the file's outer facts (ch, levels, z) agree, so the strict check lists the shapes."""
+    path = tmp_path / "plain.safetensors"
+    save_file(_state(tiny_model), str(path))  # no config of its own
+    wider = tiny_config.replace(ch_mult=(1, 4), name="wider")
+    message = _refused(wider, path, "mis-shaped")
     assert "does not match wider" in message
     assert "decoder.conv_in.bias [64] != [128]" in message
     with torch.device("meta"):
@@ -71,6 +74,66 @@ def test_wrong_shapes(tiny_config, tiny_weights):
         wide_shapes = {k: v.shape for k, v in AutoencoderKL(wider).state_dict().items()}
     differing = sum(narrow_shapes[k] != wide_shapes[k] for k in wide_shapes)
     assert f"({differing} in all)" in message
+
+
+class _BuildCounter:
+    """Counts model constructions (the real builder runs): proves a file was judged before any build."""
+
+    def __init__(self, monkeypatch):
+        import vaecli.weights.checkpoints as checkpoints
+
+        self.count, real = 0, checkpoints.build_autoencoder
+
+        def counted(config):
+            self.count += 1
+            return real(config)
+
+        monkeypatch.setattr(checkpoints, "build_autoencoder", counted)
+
+
+@pytest.mark.parametrize(
+    "change, shown",
+    [
+        (dict(ch=64), "ch 32 (file) vs 64 (config)"),
+        (dict(num_res_blocks=3), "num_res_blocks 1 (file) vs 3 (config)"),
+        (dict(ch_mult=(1, 2, 2)), "levels 2 (file) vs 3 (config)"),
+        (dict(z_channels=8, embed_dim=8), "z_channels 4 (file) vs 8 (config)"),
+        (dict(embed_dim=None), "embed_dim 4 (file) vs None (config)"),
+    ],
+)
+def test_another_architecture_is_refused_before_building(tmp_path, tiny_config, tiny_model, monkeypatch, change, shown):
+    path = tmp_path / "plain.safetensors"
+    save_file(_state(tiny_model), str(path))
+    builds = _BuildCounter(monkeypatch)
+    message = _refused(tiny_config.replace(name="other", **change), path, "another architecture than other")
+    assert shown in message and builds.count == 0
+
+
+def test_diffusers_file_of_another_architecture_is_refused_before_building(tmp_path, tiny_config, monkeypatch):
+    """The facts are read after renaming, so a diffusers-layout file is judged the same way."""
+    diffusers = pytest.importorskip("diffusers")
+    from vaecli.weights.keymap import diffusers_vae_kwargs
+
+    torch.manual_seed(0)
+    ref = diffusers.AutoencoderKL(**diffusers_vae_kwargs(tiny_config))
+    path = tmp_path / "diffusion_pytorch_model.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    builds = _BuildCounter(monkeypatch)
+    _refused(tiny_config.replace(num_res_blocks=2), path, "num_res_blocks 1 .file. vs 2 .config.")
+    assert builds.count == 0
+    loaded = load_weights(tiny_config, path)
+    assert builds.count == 1 and torch.equal(loaded.state_dict()["decoder.up.0.block.0.conv1.weight"], ref.state_dict()["decoder.up_blocks.1.resnets.0.conv1.weight"])
+
+
+def test_given_config_must_agree_with_the_files_own(tiny_config, tiny_weights, monkeypatch):
+    builds = _BuildCounter(monkeypatch)
+    message = _refused(tiny_config.replace(ch=64, name="wider"), tiny_weights, "describe different architectures")
+    assert "its own config (tiny)" in message and "given with it (wider)" in message
+    assert "ch 32 (tiny) vs 64 (wider)" in message and builds.count == 0
+    # Only the architecture counts: another name, scale or attention kernel of the same model loads.
+    same = tiny_config.replace(name="renamed", scaling_factor=0.25, attn_type="vanilla-xformers", dropout=0.1)
+    assert isinstance(load_weights(same, tiny_weights), AutoencoderKL)
+    _refused(tiny_config.replace(norm_num_groups=16, name="g16"), tiny_weights, "norm_num_groups 32 .tiny. vs 16 .g16.")
 
 
 def test_truncated_safetensors(tmp_path, tiny_config, tiny_weights):

@@ -1,4 +1,9 @@
-"""The embedded default model: the shipped file itself, its quality on a held-out photo, and its training script."""
+"""The embedded default model: the shipped file itself, its quality on held-out photos at two sizes, and its training script.
+
+Every expensive roundtrip runs once per module (fixtures below) and is shared by the tests that check it.
+The held-out photos come from scikit-image, so these tests need none of the wallpaper packages the
+model was trained and judged on (scripts/default_model_data.py).
+"""
 
 from __future__ import annotations
 
@@ -18,10 +23,37 @@ from vaecli.weights import registry
 from vaecli.weights.checkpoints import config_from_weights, read_metadata
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+import default_model_data as data  # noqa: E402  (the training scripts' data and metrics)
+import default_model_eval as evaluation  # noqa: E402
+from train_vae_model import ImagePooledGroupNorm, pool_group_norms, set_stats_margin  # noqa: E402
+
 SHIPPED = registry.default_weights_path()
 TRAIN_SCRIPT = REPO / "scripts" / "train_vae.py"
 MAX_BYTES = 10 * 1024 * 1024
-PSNR_FLOOR_DB = 25.5  # shipped model: 26.62 dB on this crop (the 32-group model before it: 24.57); untrained: about 10 dB
+SKIMAGE_HELD_OUT = data.HELD_OUT[:3]  # astronaut, immunohistochemistry, retina: in every test environment
+COLOUR_SHIFT_BOUND = 2.0  # 1/255 units: the issue's bound on the largest channel-mean difference
+PSNR_FLOOR_DB = 25.5  # astronaut's face crop below: shipped model 26.62 dB; the 32-group model before it 24.57; untrained about 10
+MEAN_PSNR_FLOOR_DB = 26.0  # the three photos above at 512x512
+RETINA_FLOOR_DB = {512: 33.0, 2048: 33.0}  # shipped model: 36.75 dB / 4.2 colour shift at 512, 34.26 dB / 5.5 at 2048x512
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return load_vae(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def held_out_512():
+    """The scikit-image held-out photos' 512x512 views, as the recorded metrics took them."""
+    pytest.importorskip("skimage.data")
+    return dict(data.held_out_crops(512, SKIMAGE_HELD_OUT))
+
+
+@pytest.fixture(scope="module")
+def metrics_512(vae, held_out_512) -> dict:
+    """Each photo's PSNR/SSIM/colour shift after one roundtrip, shared by the tests below."""
+    return {name: evaluation.image_metrics(photo, evaluation.reconstruct(vae, photo)) for name, photo in held_out_512.items()}
 
 
 def test_shipped_file_is_small_fp16_and_self_describing():
@@ -43,53 +75,51 @@ def test_metadata_records_how_the_model_was_made():
     held_out = json.loads(meta["held_out_data"])
     assert all(item["licence"] and item["source"] for item in train + held_out)
     assert not {i["name"] for i in train} & {i["name"] for i in held_out}
+    assert not any("mate-backgrounds" in i["name"] for i in train + held_out)
     metrics = json.loads(meta["held_out_metrics"])
     assert metrics["size"] == 512
-    assert set(metrics["images"]) == {i["name"].partition(":")[2] for i in held_out}
+    assert set(metrics["images"]) == {n for n in (data.Image(**i).short for i in held_out) if n not in ("text", "page")}
     # scale_by_std: the recorded latent std and the config's scale agree
     assert abs(config_from_weights(SHIPPED).scaling_factor * float(meta["latent_std"]) - 1.0) < 1e-3
 
 
-def _psnr_uint8(vae, photo: np.ndarray) -> float:
-    """PSNR of the posterior mode's reconstruction, quantised to uint8 as a saved PNG is."""
-    x = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1  # (1, 3, H, W)
-    with torch.inference_mode():
-        rec = vae.decode(vae.encode(x).mode())
-    rec_u8 = ((rec[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()  # (H, W, 3)
-    mse = np.mean((rec_u8.astype(np.float64) - photo.astype(np.float64)) ** 2) / 255**2
-    return float(10 * np.log10(1 / mse))
-
-
-def _held_out_512() -> dict[str, np.ndarray]:
-    """The held-out photographs' lossless 512x512 centre crops, rebuilt from scikit-image."""
-    skimage_data = pytest.importorskip("skimage.data")
-    out = {}
-    for name in ("astronaut", "immunohistochemistry", "retina"):
-        img = getattr(skimage_data, name)()
-        top, left = (img.shape[0] - 512) // 2, (img.shape[1] - 512) // 2
-        out[name] = img[top : top + 512, left : left + 512, :3]
-    return out
-
-
-def test_recorded_held_out_metrics_are_what_the_shipped_file_gives():
+def test_recorded_held_out_metrics_are_what_the_shipped_file_gives(metrics_512):
     recorded = json.loads(read_metadata(SHIPPED)["held_out_metrics"])["images"]
-    vae = load_vae(device="cpu")
-    for name, photo in _held_out_512().items():
-        assert abs(_psnr_uint8(vae, photo) - recorded[name]["psnr"]) < 0.05, name
+    for name, got in metrics_512.items():
+        assert abs(got["psnr"] - recorded[name]["psnr"]) < 0.05, name
+        assert abs(got["ssim"] - recorded[name]["ssim"]) < 0.002, name
 
 
-def test_mean_held_out_psnr_reaches_the_issue_bar():
-    vae = load_vae(device="cpu")
-    psnrs = [_psnr_uint8(vae, photo) for photo in _held_out_512().values()]
-    assert sum(psnrs) / len(psnrs) >= 26.0
+def test_mean_held_out_psnr_reaches_the_floor(metrics_512):
+    psnrs = [m["psnr"] for m in metrics_512.values()]
+    assert sum(psnrs) / len(psnrs) >= MEAN_PSNR_FLOOR_DB
 
 
-def test_load_vae_with_no_arguments_reconstructs_a_held_out_photo():
-    vae = load_vae(device="cpu")
+@pytest.mark.xfail(
+    strict=True,
+    reason="the shipped model casts colours: the retina 4.2/255 at 512, 5.5/255 at 2048x512 (docs/default-model.md, Known limits); "
+    "a model that meets the bound turns this into an XPASS failure: then remove this mark",
+)
+def test_shipped_model_is_faithful_at_512_and_2048(vae, metrics_512):
+    """The held-out retina: its 512x512 centre (`samples/retina.jpg`'s source), and a 2048x512 band
+    through the whole photo upscaled (Lanczos) to 2048x2048: PSNR above a floor and no colour cast.
+    No held-out photo that every test environment has is 2048 px; upscaling keeps a real
+    photograph's colours while GroupNorm sees a wider image, which is what casts the shipped
+    model's colours. The band costs 4 roundtrips of 512x512, the whole 2048x2048 square 16."""
+    retina = data.load_rgb("skimage:retina")  # (1411, 1411, 3)
+    big = np.asarray(Image.fromarray(retina).resize((2048, 2048), Image.Resampling.LANCZOS))
+    band = np.ascontiguousarray(big[768:1280])  # (512, 2048, 3)
+    at = {512: metrics_512["retina"], 2048: evaluation.image_metrics(band, evaluation.reconstruct(vae, band))}
+    for size, got in at.items():
+        assert got["psnr"] >= RETINA_FLOOR_DB[size], (size, got)
+        assert got["colour_shift"] < COLOUR_SHIFT_BOUND, (size, got)
+
+
+def test_load_vae_with_no_arguments_reconstructs_a_held_out_photo(vae):
     assert vae.config.name == registry.DEFAULT_MODEL and next(vae.parameters()).dtype == torch.float32
     photo = np.asarray(Image.open(REPO / "samples" / "astronaut.jpg").convert("RGB"))
     crop = photo[128:384, 128:384]  # (256, 256, 3): face, suit and flag of a held-out photograph
-    psnr = _psnr_uint8(vae, crop)
+    psnr = evaluation.image_metrics(crop, evaluation.reconstruct(vae, crop))["psnr"]
     assert psnr >= PSNR_FLOOR_DB, f"held-out PSNR {psnr:.2f} dB below the {PSNR_FLOOR_DB} dB floor"
     # scaled latents have about unit variance: what scaling_factor (scale_by_std) promises
     x = torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1  # (1, 3, 256, 256)
@@ -99,9 +129,48 @@ def test_load_vae_with_no_arguments_reconstructs_a_held_out_photo():
     assert 0.5 < vae.scale_latents(z).std().item() < 2.0
 
 
+def test_pooled_group_norm_is_group_norm_over_the_crops_side_by_side():
+    """Training normalises each view's crops with the view's statistics: exactly GroupNorm over the
+    crops laid side by side, with the module's own parameters and state_dict."""
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(8, 64, eps=1e-6)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(6, 64, 5, 7) * torch.linspace(0.5, 3, 6).view(6, 1, 1, 1) + torch.randn(6, 64, 1, 1)  # 2 views x 3 crops
+    model = torch.nn.Sequential(norm)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    pool_group_norms(model, 3)
+    assert isinstance(model[0], ImagePooledGroupNorm) and model.state_dict().keys() == state.keys()
+    got = model(x)  # (6, 64, 5, 7)
+    for view in range(2):
+        side_by_side = torch.cat(list(x[3 * view : 3 * view + 3]), dim=-1)[None]  # (1, 64, 5, 21)
+        want = torch.nn.functional.group_norm(side_by_side, 8, state["0.weight"], state["0.bias"], 1e-6)
+        torch.testing.assert_close(torch.cat(list(got[3 * view : 3 * view + 3]), dim=-1)[None], want, rtol=1e-5, atol=1e-5)
+    model[0].crops_per_image = 1  # one crop per image: plain GroupNorm
+    torch.testing.assert_close(model(x), torch.nn.functional.group_norm(x, 8, state["0.weight"], state["0.bias"], 1e-6))
+
+
+def test_pooled_group_norm_margin_takes_statistics_from_the_crops_interiors():
+    """With a margin, each view's statistics come from its crops' interiors (float64 reference), applied to whole crops."""
+    torch.manual_seed(1)
+    x = torch.randn(4, 16, 10, 10, dtype=torch.float64) + torch.randn(4, 16, 1, 1, dtype=torch.float64)  # 2 views x 2 crops
+    x[..., 0, :] += 5.0  # a border row unlike the interior, as zero padding makes it
+    norm = torch.nn.GroupNorm(4, 16, eps=1e-6).double()
+    pool_group_norms(norm, 2)
+    set_stats_margin(norm, 0.2)  # 2 of 10 pixels at each edge
+    got = norm(x)
+    for view in range(2):
+        crops = x[2 * view : 2 * view + 2]  # (2, 16, 10, 10)
+        inner = crops[..., 2:8, 2:8].reshape(2, 4, 4, 36).transpose(0, 1).reshape(4, -1)  # (groups, all interior values)
+        mean, var = inner.mean(1), inner.var(1, unbiased=False)
+        want = (crops - mean.repeat_interleave(4).view(1, 16, 1, 1)) / (var.repeat_interleave(4).view(1, 16, 1, 1) + 1e-6).sqrt()
+        torch.testing.assert_close(got[2 * view : 2 * view + 2], want)
+
+
 def _train(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(TRAIN_SCRIPT), "--out", str(out), "--crop", "32", "--batch-size", "2", "--eval-size", "64"]
-    cmd += ["--scale-batches", "1", "--threads", "1", "--log-every", "1", "--eval-every", "100", "--ckpt-every", "100", *extra]
+    cmd = [sys.executable, str(TRAIN_SCRIPT), "--out", str(out), "--crop", "32", "--batch-size", "2", "--crops-per-view", "2"]
+    cmd += ["--eval-size", "64", "--train-images", "3", "--eval-images", "3", "--scale-batches", "1", "--threads", "1"]
+    cmd += ["--log-every", "1", "--eval-every", "100", "--ckpt-every", "100", *extra]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -113,13 +182,14 @@ def _checkpoint(out: Path) -> dict:
 
 def test_training_script_runs_two_steps_and_exports_a_loadable_model(tmp_path):
     out = tmp_path / "run"
-    log = _train(out, "--steps", "2").stdout
+    log = _train(out, "--steps", "2", "--colour-weight", "1").stdout
     assert "step 2/2" in log and _checkpoint(out)["step"] == 2
     # the exported file is self-describing: it loads with no config, its scale set by scale_by_std
     vae = load_vae(weights=out / "vaecli-default.safetensors", device="cpu")
     assert vae.config.name == registry.DEFAULT_MODEL and vae.config.scaling_factor is not None
     meta = read_metadata(out / "vaecli-default.safetensors")
     assert meta["training_steps"] == "2" and "--steps 2" in meta["training_command"]
+    assert set(json.loads(meta["held_out_metrics"])["images"]) == {"astronaut", "immunohistochemistry", "retina"}
 
 
 def test_training_with_patchgan_and_ema_resumes_exactly(tmp_path):
@@ -144,7 +214,7 @@ def test_training_with_patchgan_and_ema_resumes_exactly(tmp_path):
 
 def test_init_from_carries_weights_into_a_new_geometry_and_records_the_chain(tmp_path):
     """--init-from starts a run from another run's weights (here: regrouping the GroupNorms, as the
-    shipped model was made), with a fresh schedule; the export counts and records both runs."""
+    shipped model's second phase did), with a fresh schedule; the export counts and records both runs."""
     parent, child = tmp_path / "parent", tmp_path / "child"
     _train(parent, "--steps", "2", "--norm-num-groups", "32")
     log = _train(child, "--steps", "1", "--lr", "0", "--lr-final", "0", "--warmup", "0", "--init-from", str(parent / "checkpoint.pt"), "--norm-num-groups", "8").stdout
@@ -159,3 +229,18 @@ def test_init_from_carries_weights_into_a_new_geometry_and_records_the_chain(tmp
     assert meta["training_steps"] == "3"
     invocations = json.loads(meta["training_invocations"])
     assert len(invocations) == 2 and "--norm-num-groups 32" in invocations[0] and "--init-from" in invocations[1]
+
+
+def test_init_from_an_exported_file_inherits_its_recorded_history(tmp_path):
+    """Starting from a shipped .safetensors (as the current model did) carries its weights, steps and invocations."""
+    child = tmp_path / "child"
+    _train(child, "--steps", "1", "--lr", "0", "--lr-final", "0", "--warmup", "0", "--init-from", str(SHIPPED))
+    shipped_meta = read_metadata(SHIPPED)
+    meta = read_metadata(child / "vaecli-default.safetensors")
+    assert int(meta["training_steps"]) == int(shipped_meta["training_steps"]) + 1
+    parents = json.loads(shipped_meta["training_invocations"])
+    invocations = json.loads(meta["training_invocations"])
+    assert invocations[: len(parents)] == parents and "--init-from" in invocations[-1]
+    child_state = _checkpoint(child)["model"]
+    for name, tensor in load_vae(device="cpu").state_dict().items():
+        torch.testing.assert_close(child_state[name], tensor, rtol=0, atol=0, msg=name)

@@ -18,9 +18,10 @@ import pytest
 from tests.http_server import Route, TestServer
 from vaecli.cli.app import main
 from vaecli.errors import DownloadError, OfflineError
-from vaecli.weights import download
-from vaecli.weights.download import RetryPolicy, fetch_file
+from vaecli.weights import download, transfer
+from vaecli.weights.download import fetch_file
 from vaecli.weights.registry import WeightFile, get_entry
+from vaecli.weights.transfer import RetryPolicy
 
 FAST = RetryPolicy(retries=3, base_delay=0.01, connect_timeout=5, read_timeout=5)
 TOKEN = "hf_SeCrEtToKeN1234567890"
@@ -141,7 +142,7 @@ def test_a_bad_file_fails_and_leaves_nothing(server, payload, tmp_path, route_kw
 
 def test_not_enough_disk_space_fails_before_the_body(server, payload, tmp_path, monkeypatch):
     server.routes["/w.safetensors"] = Route(body=payload)
-    monkeypatch.setattr(download, "DISK_MARGIN", shutil.disk_usage(tmp_path).free)  # the real free space, all reserved
+    monkeypatch.setattr(transfer, "DISK_MARGIN", shutil.disk_usage(tmp_path).free)  # the real free space, all reserved
     with pytest.raises(DownloadError, match="not enough disk space"):
         fetch_file(wf_for(server.url("/w.safetensors"), payload), tmp_path / "w.safetensors", policy=FAST)
     assert leftovers(tmp_path) == []
@@ -281,11 +282,12 @@ def test_cli_exit_codes_unknown_name_and_partial_failure(server, payload, sha, t
     assert leftovers(tmp_path / "cache" / "sd3.5-vae") == []
 
 
-def test_cli_offline_switch_makes_no_connection(server, payload, sha, capsys, monkeypatch):
+def test_cli_offline_switch_makes_no_connection(server, payload, sha, capsys, monkeypatch, tmp_path):
     server.routes["/w.safetensors"] = Route(body=payload)
     monkeypatch.setenv("VAECLI_OFFLINE", "1")
     rc, _, err = run_main(capsys, "--url", server.url("/w.safetensors"), "--sha256", sha, "--name", "mine")
     assert rc == 1 and "offline mode is on" in err and server.seen == []
+    assert not (tmp_path / "cache").exists()  # no empty folder left behind
 
 
 def test_cli_never_shows_the_token(server, tmp_path):
@@ -301,6 +303,97 @@ def test_cli_never_shows_the_token(server, tmp_path):
     assert custom.returncode == 1 and "HTTP 404" in custom.stdout
     for out in (gated.stdout, gated.stderr, custom.stdout, custom.stderr):
         assert TOKEN not in out
+
+
+def test_cli_token_saved_with_a_carriage_return_is_stripped_and_never_shown(server, payload, sha, tmp_path):
+    """A token file saved on Windows ends in \\r\\n; requests refuses such a header and quotes it, token included."""
+    server.routes["/w.safetensors"] = Route(body=payload)
+    server.routes[SD35_PATH] = Route(status=403)
+    env = {"VAECLI_CACHE": str(tmp_path / "cache"), "VAECLI_ENDPOINT": f"http://127.0.0.1:{server.port}"}
+    custom = run_cli("--url", server.url("/w.safetensors"), "--sha256", sha, "--name", "mine", "--token", TOKEN + "\r\n", env=env)
+    gated = run_cli("sd3.5-vae", env={**env, "HF_TOKEN": TOKEN + "\r"})
+    assert custom.returncode == 0, custom.stderr
+    assert (tmp_path / "cache" / "mine" / "w.safetensors").read_bytes() == payload
+    assert gated.returncode == 1 and "token was refused" in gated.stderr
+    sent = [s.headers.get("Authorization") for s in server.seen]
+    assert sent == [f"Bearer {TOKEN}"] * 2  # stripped, to the --url host and to the hub mirror
+    for out in (custom.stdout, custom.stderr, gated.stdout, gated.stderr):
+        assert TOKEN not in out and TOKEN[:12] not in out
+
+
+def test_cli_token_with_whitespace_inside_is_refused_without_showing_it(server, tmp_path):
+    server.routes[SD35_PATH] = Route(status=403)
+    env = {"VAECLI_CACHE": str(tmp_path / "cache"), "VAECLI_ENDPOINT": f"http://127.0.0.1:{server.port}"}
+    first, second = TOKEN[:12], TOKEN[12:]
+    p = run_cli("sd3.5-vae", env={**env, "HF_TOKEN": f"{first}\r{second}"})
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "whitespace or control characters" in p.stderr
+    assert first not in p.stderr + p.stdout and second not in p.stderr + p.stdout
+    assert server.seen == [] and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_top_level_handler_redacts_any_exception(monkeypatch, capsys, debug):
+    """Whatever raises, with whatever type: --token's value, HF_TOKEN's, and anything shaped like a token go."""
+    import typer
+
+    from vaecli.cli import app as cli_app
+
+    env_token = "hf_" + "E" * 30
+    other = "hf_" + "Q1w2E3r4T5y6U7i8O9p0" * 2  # given to no one: recognised by its shape
+    tiny = typer.Typer()
+
+    @tiny.command()
+    def boom(token: str = typer.Option(None, "--token")) -> None:
+        raise ValueError(f"header 'Authorization: Bearer abc.def\r' for {token} / {env_token} / {other}")
+
+    @tiny.command()
+    def other_command() -> None:  # a second command, so that Typer keeps the command names
+        pass
+
+    monkeypatch.setattr(cli_app, "app", tiny)
+    monkeypatch.setenv("HF_TOKEN", env_token)
+    monkeypatch.setenv("VAECLI_DEBUG", debug)
+    for args in (["boom", "--token", "s3cr3t-value"], ["boom", "--token=s3cr3t-value"]):
+        with pytest.raises(SystemExit) as info:
+            cli_app.main(args)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "ValueError" in err and ("Traceback" in err) == (debug == "1")
+        for secret in ("s3cr3t-value", env_token, other, "abc.def"):
+            assert secret not in err
+        assert "Bearer ***" in err
+
+
+def test_unresolvable_host_fails_at_once_and_leaves_no_folder(tmp_path):
+    """Offline (or a typo): one line saying the host cannot be reached, no retries, nothing in the cache.
+
+    VAECLI_RETRY_DELAY=30 makes any retry visible: the first would wait 30 s, past the timeout."""
+    cache = tmp_path / "cache"
+    (cache / "other-model").mkdir(parents=True)
+    env = {"VAECLI_CACHE": str(cache), "VAECLI_RETRY_DELAY": "30", "VAECLI_ENDPOINT": "http://hub.vaecli-test.invalid"}
+    for args in (["sd-vae-ft-mse"], ["--url", "http://weights.vaecli-test.invalid/w.safetensors", "--name", "mine"]):
+        p = run_cli(*args, env=env, timeout=25)
+        host = "hub.vaecli-test.invalid" if len(args) == 1 else "weights.vaecli-test.invalid"
+        assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+        assert f"cannot reach {host}: the host name does not resolve" in p.stderr and "attempts" not in p.stderr
+        assert leftovers(cache) == ["other-model"]
+
+
+def test_unresolvable_host_keeps_a_partial_for_a_later_resume(payload, tmp_path):
+    dest = tmp_path / "w.safetensors"
+    partial = tmp_path / "w.safetensors.partial"
+    partial.write_bytes(payload[:1000])  # an earlier run that lost the network midway
+    wf = wf_for("http://weights.vaecli-test.invalid/w.safetensors", payload)
+    with pytest.raises(DownloadError, match="does not resolve"):
+        fetch_file(wf, dest, policy=RetryPolicy(retries=3, base_delay=30))
+    assert partial.read_bytes() == payload[:1000] and leftovers(tmp_path) == ["w.safetensors.partial"]
+
+
+def test_verify_of_a_model_not_cached_downloads_nothing(server, payload, tmp_path, monkeypatch, capsys):
+    server.routes["/stabilityai/sd-vae-ft-mse-original/resolve/main/vae-ft-mse-840000-ema-pruned.safetensors"] = Route(body=payload)
+    monkeypatch.setenv("VAECLI_ENDPOINT", f"http://127.0.0.1:{server.port}")
+    rc, _, err = run_main(capsys, "sd-vae-ft-mse", "--verify")
+    assert rc == 1 and "not downloaded, so there is nothing to verify" in err
+    assert server.seen == [] and not (tmp_path / "cache").exists()
 
 
 def _blocked_on_flock(pid: int) -> bool:
@@ -355,5 +448,7 @@ def test_registry_entries_are_complete():
         assert entry.license, name
     assert get_entry("sd3.5-vae").gated and get_entry("sd3.5-vae").config == "sd3-vae"
     assert get_entry("vgg_lpips").files[0].md5 == "d507d7349b931f0638a25a48a722f98a"
-    assert get_entry("vgg16").config is None and not get_entry("vgg16").files[0].sha256_confirmed
+    assert get_entry("flux-vae").gated  # the repository asks for a login now
+    (vgg16,) = get_entry("vgg16").files
+    assert get_entry("vgg16").config is None and vgg16.sha256_confirmed and vgg16.size == 553433881
 

@@ -34,6 +34,7 @@ _SUBMODULES = {
     "model": ".model",
     "quality": ".quality",
     "runtime": ".runtime",
+    "stats": ".stats",
     "weights": ".weights",
     "nn": ".model",
     "checkpoints": ".weights.checkpoints",

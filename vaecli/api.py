@@ -1,17 +1,36 @@
-"""The Python entry point: build a ready-to-run AutoencoderKL from a registry name, a config file and/or a weights file."""
+"""The Python entry point: build a ready-to-run AutoencoderKL from a model name, a config file and/or a weights file."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 
-from .config import VAEConfig, load_config
+from .config import VAEConfig, load_config, shipped_config, shipped_config_names
 from .errors import ConfigError
 from .model import AutoencoderKL
 from .runtime.device import pick_device, resolve_dtype
 from .weights import registry
-from .weights.checkpoints import config_from_weights, load_weights
+from .weights.checkpoints import (
+    config_from_weights,
+    guess_config_from_weights,
+    load_weights,
+)
+from .weights.locate import model_config, resolve_model
+
+
+def _guessed(weights: Path, allow_pickle: bool) -> VAEConfig:
+    """The architecture a file's shapes describe, with a warning: its latent scale cannot be known."""
+    cfg = guess_config_from_weights(weights, allow_pickle)
+    same = [n for n in shipped_config_names() if shipped_config(n).architecture() == cfg.architecture()]
+    hint = f" (the architecture of {', '.join(same)})" if same else ""
+    warnings.warn(
+        f"{weights}: architecture read from its tensor shapes{hint}; its latent scale is unknown, so latents are "
+        "left unscaled: name the model (--model NAME --weights FILE) or give --config to use its scale",
+        stacklevel=3,
+    )
+    return cfg
 
 
 def load_vae(
@@ -25,10 +44,20 @@ def load_vae(
 ) -> AutoencoderKL:
     """Load a VAE in eval mode on `device` in `dtype`.
 
-    - `model`: a registry name (its config, and its cached weights unless `weights` is given);
+    - `model`: a registry name, a Hugging Face repository `ORG/REPO[/SUBFOLDER]` (fetched by
+      `vaecli fetch-weights`, or already in the Hugging Face cache), or a diffusers folder
+      (config.json + diffusion_pytorch_model.safetensors): its config, and its weights unless
+      `weights` is given;
     - `config`: a YAML path (ours or an LDM/sgm config.yaml) or a VAEConfig; overrides the model's;
-    - `weights`: a safetensors file; one written by vaecli carries its config and needs no other.
-    With none of them, the embedded default model is loaded.
+    - `weights`: a safetensors file (a full single-file checkpoint too: its VAE is found by prefix);
+      one written by vaecli carries its config and needs no other; for any other file without a
+      config the architecture is read from its tensor shapes, with latents left unscaled.
+    With none of them, the embedded default model is loaded. dtype "auto" never picks float16 for
+    a model that overflows in it (diffusers' force_upcast).
+
+    Safe on files from others (a latent's metadata names a config and a weights file): configs are
+    bounded (config.LIMITS), and the weights file is judged before any model is built; a config
+    whose architecture differs from the one a self-describing file carries is refused, naming both.
     """
     dev = pick_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -40,15 +69,18 @@ def load_vae(
     elif config is not None:
         cfg = load_config(config)
     else:
-        cfg = registry.model_config(model) if model is not None else None
+        cfg = None
     if weights is None:
         if model is None:
             raise ConfigError("a config alone has no weights: give a weights file (--weights) or a model (--model)")
-        weights = registry.weights_path(model)
+        model_cfg, weights = resolve_model(model)
+        cfg = cfg or model_cfg
+    elif cfg is None and model is not None:
+        cfg = model_config(model)
     if cfg is None:
-        cfg = config_from_weights(weights) if Path(weights).suffix == ".safetensors" else None
-        if cfg is None:
-            raise ConfigError(f"{weights}: carries no vaecli config; give --config or --model to say its architecture")
+        cfg = config_from_weights(weights) or _guessed(Path(weights), allow_pickle)
     if model is not None and cfg.name is None:
         cfg = cfg.replace(name=model)
+    if dtype in (None, "auto") and dt == torch.float16 and cfg.force_upcast:
+        dt = torch.float32
     return load_weights(cfg, weights, device=dev, dtype=dt, allow_pickle=allow_pickle)

@@ -38,6 +38,10 @@ class DownloadError(VaecliError):
     """A download failed (network, HTTP status, size or hash mismatch); nothing was left behind."""
 
 
+class RemoteMissingError(DownloadError):
+    """Every URL tried answered 404: the server has no such file (a repository may hold another variant)."""
+
+
 class OfflineError(DownloadError):
     """A download was asked for while the offline switch is on."""
 

@@ -9,17 +9,14 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
-try:  # Typer >= 0.20 vendors its own click; older ones use click itself
-    from typer._click import exceptions as _typer_click
-except ImportError:  # pragma: no cover - depends on the installed Typer
-    _typer_click = click.exceptions
-
-_ExitExc = (click.exceptions.Exit, typer.Exit)
-_ClickExc = (click.ClickException, _typer_click.ClickException)
-_AbortExc = (click.exceptions.Abort, getattr(typer, "Abort", click.exceptions.Abort), KeyboardInterrupt)
+# Typer < 0.26 raises click's exceptions, later ones those of its vendored copy of click; both
+# re-export the same three names, so take the classes from Typer itself and never import click
+# (it is not a dependency of vaecli, nor of current Typer).
+_ExitExc = typer.Exit
+_AbortExc = (typer.Abort, KeyboardInterrupt)
+_ClickExc = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")  # usage errors' base
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, VaecliError
@@ -63,28 +60,55 @@ def _debug() -> bool:
     return os.environ.get("VAECLI_DEBUG") == "1"
 
 
+def _secrets(argv: list[str]) -> list[str]:
+    """The tokens this run was given (--token, HF_TOKEN): no message may show them."""
+    found = [os.environ.get("HF_TOKEN", "")]
+    for i, arg in enumerate(argv):
+        if arg == "--token" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif arg.startswith("--token="):
+            found.append(arg[len("--token=") :])
+    return [s for s in found if s]
+
+
+def _say(text: str, argv: list[str]) -> None:
+    """Print to stderr with every token removed, whatever produced the text."""
+    from ..weights.hub import redact
+
+    print(redact(text, _secrets(argv)), file=sys.stderr, end="" if text.endswith("\n") else "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app and turn every outcome into one exit code."""
+    """Entry point: run the app and turn every outcome into one exit code.
+
+    Every message printed here is redacted (hub.redact): an exception from any library can quote
+    a request header or URL that holds a token. With VAECLI_DEBUG=1 the traceback is printed, redacted too.
+    """
+    args = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
         rv = app(args=argv, prog_name="vaecli", standalone_mode=False)
     except _ExitExc as e:
         sys.exit(e.exit_code)
     except _ClickExc as e:
-        e.show()
+        import io
+
+        shown = io.StringIO()
+        e.show(file=shown)
+        _say(shown.getvalue(), args)
         sys.exit(EXIT_USAGE if e.exit_code == 2 else e.exit_code)
     except _AbortExc:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    except VaecliError as e:
+    except Exception as e:
         if _debug():
-            raise
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except Exception as e:  # a bug: one line unless debugging
-        if _debug():
-            raise
-        print(f"Error: internal error: {type(e).__name__}: {e} (set VAECLI_DEBUG=1 for a traceback)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+            import traceback
+
+            _say(traceback.format_exc(), args)
+        elif isinstance(e, VaecliError):
+            _say(f"Error: {e}", args)
+        else:  # a bug: one line unless debugging
+            _say(f"Error: internal error: {type(e).__name__}: {e} (set VAECLI_DEBUG=1 for a traceback)", args)
+        sys.exit(e.exit_code if isinstance(e, VaecliError) else EXIT_USAGE)
     if rv == EXIT_INTERRUPTED:  # Typer returns Ctrl-C inside a command as exit code 130
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
     sys.exit(rv if isinstance(rv, int) else 0)

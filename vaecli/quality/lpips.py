@@ -6,8 +6,7 @@ per-channel weights of the `lpips` package (richzhang/PerceptualSimilarity).
 
 Module names reproduce both published key layouts, so the original files load unchanged:
 `features.{i}.weight` as torchvision's vgg16, `lin{l}.model.1.weight` as lpips' vgg.pth.
-Both files are torch pickles, the one exception to "safetensors only": they are the registry's own
-pinned downloads, and are read with `torch.load(weights_only=True)`, which runs no code.
+Both files are torch pickles, read as `quality.pinned` reads the registry's pinned networks.
 """
 
 from __future__ import annotations
@@ -17,9 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, DownloadError
-from ..weights import registry
-from ..weights.download import verify_file
+from .pinned import cached_path, check_pin, load_exactly, read_state_dict
 
 LIN_NAME, BACKBONE_NAME = "vgg_lpips", "vgg16"
 MISSING_HINT = f"LPIPS skipped: its weights are not cached; run: vaecli fetch-weights {LIN_NAME} {BACKBONE_NAME}"
@@ -98,19 +95,9 @@ class LPIPS(nn.Module):
         model = cls()
         state: dict[str, torch.Tensor] = {}
         for path, keep in ((lin_path, "lin"), (backbone_path, "features.")):
-            try:
-                sd = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # a truncated or foreign pickle: one line naming the file
-                raise CheckpointError(f"{path}: not a readable torch weights file ({type(e).__name__}: {e})") from e
-            if not isinstance(sd, dict):
-                raise CheckpointError(f"{path}: expected a state dict, found {type(sd).__name__}")
+            sd = read_state_dict(path)
             state.update({k: v for k, v in sd.items() if k.startswith(keep)})
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise CheckpointError(
-                f"{lin_path} / {backbone_path}: LPIPS keys do not match "
-                f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
-            )
+        load_exactly(model, state, f"{lin_path} / {backbone_path}: LPIPS keys do not match")
         return model.to(device)
 
 
@@ -120,14 +107,8 @@ def load_lpips(device: str | torch.device = "cpu", cache_dir: str | Path | None 
     The 7 KB linear-layer file is checked against its md5 on every load; the 553 MB backbone was
     hashed when it was downloaded (`vaecli fetch-weights --verify vgg16` re-checks it).
     """
-    lin_wf = registry.get_entry(LIN_NAME).files[0]
-    vgg_wf = registry.get_entry(BACKBONE_NAME).files[0]
-    lin_path = registry.cached_file(LIN_NAME, lin_wf, cache_dir)
-    vgg_path = registry.cached_file(BACKBONE_NAME, vgg_wf, cache_dir)
-    if not (lin_path.is_file() and vgg_path.is_file()):
+    lin_path, vgg_path = cached_path(LIN_NAME, cache_dir), cached_path(BACKBONE_NAME, cache_dir)
+    if lin_path is None or vgg_path is None:
         return None
-    try:
-        verify_file(lin_wf, lin_path)
-    except DownloadError as e:
-        raise CheckpointError(str(e)) from None
+    check_pin(LIN_NAME, lin_path)
     return LPIPS.from_files(lin_path, vgg_path, device)

@@ -1,132 +1,86 @@
 """Weights files: safetensors by default, pickle only when allowed; ldm and diffusers layouts.
 
-The loader reads tensor names and shapes first, checks them all against the model (strictly: one
-error lists missing, unexpected and mis-shaped keys with counts), and only then reads each tensor
-once, straight into the target dtype and device, and assigns it into a model built on the meta
-device. No second full copy of the weights is made.
+Weights files and configs travel between people (a latent's metadata names both), so the loader
+judges the file before it builds anything: its format from its bytes, the config it carries (if
+any) against the one given, and the architecture its tensor shapes reveal. Only then is the model
+built on the meta device and every key checked strictly (one error lists missing, unexpected and
+mis-shaped keys with counts); each tensor is then read once, straight into the target dtype and
+device, and assigned. No second full copy of the weights is made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import struct
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..config import VAEConfig
 from ..errors import CheckpointError
 from ..io.atomic import atomic_path
 from ..model import AutoencoderKL
-from .keymap import diffusers_to_ldm_key, is_diffusers_layout
+from ..model.flux2 import build_autoencoder
+from .formats import SafetensorsHeader, read_header
+from .guess import file_facts, guess_config
+from .tensor_source import TensorSource, open_source
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 CONFIG_METADATA_KEY = "vaecli_config"
-STRIP_PREFIXES = ("first_stage_model.", "vae.")
-DROP_PREFIXES = ("loss.", "model_ema.")
 _MAX_LISTED = 5
-
-def _clean_key(key: str) -> str | None:
-    for prefix in STRIP_PREFIXES:
-        if key.startswith(prefix):
-            key = key[len(prefix) :]
-            break
-    return None if key.startswith(DROP_PREFIXES) else key
-
-
-def _check_safetensors_header(path: Path) -> None:
-    """Say what a file is when it is not safetensors, instead of a library's cryptic error."""
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"{path}: empty file (0 bytes), not a weights file")
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise CheckpointError(
-            f"{path}: a pickle (torch.save) checkpoint, not safetensors; pass --allow-pickle to load it "
-            "with weights_only=True, or convert it to safetensors"
-        )
-    if len(head) < 9:
-        raise CheckpointError(f"{path}: truncated: {size} bytes is too short for a safetensors header")
-    (header_len,) = struct.unpack("<Q", head[:8])
-    if head[8:9] != b"{" or 8 + header_len > size:
-        raise CheckpointError(f"{path}: not a safetensors file, or truncated (header says {header_len} bytes)")
-
-
-class _Source:
-    """Lazy view over a checkpoint: names and shapes now, each tensor when asked for."""
-
-    def __init__(self, names: dict[str, str], shape: Callable[[str], tuple], get: Callable[[str], torch.Tensor], metadata: dict):
-        self.names = names  # ldm name -> name in the file
-        self.shape = shape  # file name -> shape
-        self.get = get  # file name -> tensor
-        self.metadata = metadata
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The string metadata of a safetensors file (empty for none)."""
+    """The string metadata of a safetensors file (empty for none); CheckpointError for other files."""
     path = Path(path)
-    _check_safetensors_header(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as e:  # safetensors raises its own error types for damaged files
-        raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
+    header = read_header(path)
+    if header is None:
+        raise CheckpointError(f"{path}: a pickle (torch.save) checkpoint, not safetensors: it carries no metadata")
+    return header.metadata
 
 
-def config_from_weights(path: str | Path) -> VAEConfig | None:
-    """The vaecli config stored in a self-describing safetensors file, if any."""
-    meta = read_metadata(path)
-    text = meta.get(CONFIG_METADATA_KEY)
+def _own_config(path: Path, header: SafetensorsHeader | None) -> VAEConfig | None:
+    text = None if header is None else header.metadata.get(CONFIG_METADATA_KEY)
     return None if text is None else VAEConfig.from_json(text, f"{path} metadata")
 
 
-def _map_names(file_keys, num_resolutions: int) -> dict[str, str]:
-    cleaned = {}
-    for k in file_keys:
-        c = _clean_key(k)
-        if c is not None:
-            cleaned[c] = k
-    if is_diffusers_layout(cleaned):
-        cleaned = {diffusers_to_ldm_key(c, num_resolutions): k for c, k in cleaned.items()}
-    return cleaned
+def config_from_weights(path: str | Path) -> VAEConfig | None:
+    """The vaecli config stored in a self-describing safetensors file; None for any other weights."""
+    path = Path(path)
+    return _own_config(path, read_header(path))
 
 
-def _open(path: Path, allow_pickle: bool, device: torch.device, num_resolutions: int, stack) -> _Source:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        if not allow_pickle:
-            raise CheckpointError(
-                f"{path}: pickle checkpoints can run code when loaded and are refused by default; "
-                "pass --allow-pickle (loaded with weights_only=True) or convert to safetensors"
-            )
-        if path.stat().st_size == 0:
-            raise CheckpointError(f"{path}: empty file (0 bytes), not a weights file")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as e:
-            raise CheckpointError(f"{path}: cannot load pickle checkpoint with weights_only=True ({str(e).splitlines()[0]})") from None
-        sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-            raise CheckpointError(f"{path}: pickle file holds no state dict of tensors")
-        return _Source(_map_names(sd, num_resolutions), lambda k: tuple(sd[k].shape), lambda k: sd[k], {})
-    _check_safetensors_header(path)
-    try:
-        f = stack.enter_context(safe_open(str(path), framework="pt", device=str(device) if device.type == "cuda" else "cpu"))
-        keys = list(f.keys())
-        metadata = dict(f.metadata() or {})
-    except Exception as e:
-        raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
+def guess_config_from_weights(path: str | Path, allow_pickle: bool = False) -> VAEConfig:
+    """The architecture a weights file's VAE tensors describe (a full checkpoint's included), unscaled.
 
-    def get(k: str) -> torch.Tensor:
-        try:
-            return f.get_tensor(k)
-        except Exception as e:
-            raise CheckpointError(f"{path}: tensor {k} is unreadable ({e}); the file may be truncated") from None
+    Raises CheckpointError naming what is missing when the shapes do not tell a KL autoencoder.
+    """
+    path = Path(path)
+    header = read_header(path)
+    with contextlib.ExitStack() as stack:
+        return guess_config(path, open_source(path, header, allow_pickle, stack))
 
-    return _Source(_map_names(keys, num_resolutions), lambda k: tuple(f.get_slice(k).get_shape()), get, metadata)
+
+def _check_plausible(path: Path, config: VAEConfig, src: TensorSource) -> None:
+    """Refuse a file whose tensors describe another architecture, before the model is built."""
+    wanted = {"ch": config.ch, "in_channels": config.in_channels, "out_ch": config.out_ch, "z_channels": config.z_channels}
+    wanted.update(embed_dim=config.embed_dim, levels=len(config.ch_mult), num_res_blocks=config.num_res_blocks)
+    found = file_facts(src)
+    differ = [f"{k} {found[k]} (file) vs {wanted[k]} (config)" for k in found if found[k] != wanted[k]]
+    if differ:
+        raise CheckpointError(f"{path}: its tensors describe another architecture than {config.name or 'the config'}: " + ", ".join(differ))
+
+
+def _check_own_config(path: Path, config: VAEConfig, header: SafetensorsHeader | None) -> None:
+    """Refuse a config given with a self-describing file (by a latent, a flag) that builds another model than the file's own."""
+    own = _own_config(path, header)
+    differ = [] if own is None else own.architecture_differences(config)
+    if differ:
+        mine, given = own.name or "unnamed", config.name or "unnamed"
+        raise CheckpointError(
+            f"{path}: its own config ({mine}) and the config given with it ({given}) describe different architectures: "
+            + ", ".join(f"{key} {a} ({mine}) vs {b} ({given})" for key, a, b in differ)
+        )
 
 
 def _fit_shape(got: tuple, want: tuple) -> bool:
@@ -139,6 +93,26 @@ def _format_keys(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else f" ({len(keys)})")
 
 
+def _check_keys(path: Path, config: VAEConfig, src: TensorSource, expected: dict[str, tuple]) -> None:
+    """Every key present, none extra, every shape right: one error lists all three, with counts."""
+    missing = sorted(set(expected) - set(src.names))
+    unexpected = sorted(src.names[k] for k in set(src.names) - set(expected))
+    misshaped = sorted(
+        f"{k} {list(src.shape(src.names[k]))} != {list(expected[k])}"
+        for k in set(expected) & set(src.names)
+        if not _fit_shape(src.shape(src.names[k]), expected[k])
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_format_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_format_keys(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped: {_format_keys(misshaped)}")
+    if problems:
+        raise CheckpointError(f"{path}: does not match {config.name or 'the config'}: " + "; ".join(problems))
+
+
 def load_weights(
     config: VAEConfig,
     path: str | Path,
@@ -147,35 +121,22 @@ def load_weights(
     dtype: torch.dtype = torch.float32,
     allow_pickle: bool = False,
 ) -> AutoencoderKL:
-    """Build `config`'s model and fill it from `path`, strictly, in `dtype` on `device`."""
-    import contextlib
+    """Build `config`'s model and fill it from `path`, strictly, in `dtype` on `device`.
 
+    The file is judged before the model is built: its format from its bytes, its own config (if
+    any) against `config`, and its tensor names and shapes against `config`'s architecture.
+    """
     path = Path(path)
     device = torch.device(device)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found")
-    with torch.device("meta"):
-        model = AutoencoderKL(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    header = read_header(path)
+    _check_own_config(path, config, header)
     with contextlib.ExitStack() as stack:
-        src = _open(path, allow_pickle, device, len(config.ch_mult), stack)
-        missing = sorted(set(expected) - set(src.names))
-        unexpected = sorted(src.names[k] for k in set(src.names) - set(expected))
-        misshaped = sorted(
-            f"{k} {list(src.shape(src.names[k]))} != {list(expected[k])}"
-            for k in set(expected) & set(src.names)
-            if not _fit_shape(src.shape(src.names[k]), expected[k])
-        )
-        problems = []
-        if missing:
-            problems.append(f"missing keys: {_format_keys(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys: {_format_keys(unexpected)}")
-        if misshaped:
-            problems.append(f"mis-shaped: {_format_keys(misshaped)}")
-        if problems:
-            name = config.name or "the config"
-            raise CheckpointError(f"{path}: does not match {name}: " + "; ".join(problems))
+        src = open_source(path, header, allow_pickle, stack, device)
+        _check_plausible(path, config, src)
+        with torch.device("meta"):
+            model = build_autoencoder(config)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        _check_keys(path, config, src, expected)
         state = {}
         for k, want in expected.items():
             t = src.get(src.names[k])

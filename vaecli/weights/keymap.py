@@ -24,6 +24,18 @@ _DIFFUSERS_ATTN = {
 }
 
 
+# FLUX.2's original ae.safetensors keeps the quant convs inside the encoder and decoder.
+_INNER_QUANT_CONVS = {"encoder.quant_conv.": "quant_conv.", "decoder.post_quant_conv.": "post_quant_conv."}
+
+
+def ldm_key(key: str) -> str:
+    """An ldm-layout key under the model's own name: FLUX.2's inner quant convs moved to the top."""
+    for inner, outer in _INNER_QUANT_CONVS.items():
+        if key.startswith(inner):
+            return outer + key[len(inner) :]
+    return key
+
+
 def diffusers_to_ldm_key(key: str, num_resolutions: int) -> str:
     """One diffusers AutoencoderKL key -> its latent-diffusion name (see REFERENCE.md section 3)."""
     key = re.sub(r"^(encoder|decoder)\.conv_norm_out\.", r"\1.norm_out.", key)

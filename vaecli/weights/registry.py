@@ -99,11 +99,19 @@ def default_weights_path() -> Path:
     return Path(str(resources.files("vaecli.assets") / f"{DEFAULT_MODEL}.safetensors"))
 
 
+def embedded_weights_path() -> Path:
+    """The embedded default model's file; raises when the package lacks it (a broken install)."""
+    path = default_weights_path()
+    if not path.is_file():
+        raise WeightsNotCachedError(f"the embedded default model is missing from the package ({path})")
+    return path
+
+
 def model_config(name: str) -> VAEConfig:
     if name == DEFAULT_MODEL:
         from .checkpoints import config_from_weights
 
-        path = weights_path(DEFAULT_MODEL)
+        path = embedded_weights_path()
         cfg = config_from_weights(path)
         if cfg is None:
             raise CheckpointError(f"{path}: the embedded default model carries no vaecli config")
@@ -130,17 +138,3 @@ def custom_entry(name: str, url: str, sha256: str | None = None) -> Entry:
         raise VaecliError(f"--url {url}: the URL path names no file")
     wf = WeightFile(filename=filename, urls=(url,), sha256=sha256.lower() if sha256 else None, sha256_confirmed=sha256 is not None)
     return Entry(name=name, config=None, files=(wf,), layout="unknown", description=f"custom download from {url}")
-
-
-def weights_path(name: str) -> Path:
-    """The local weights of a model; raises with the exact fetch command when not cached."""
-    if name == DEFAULT_MODEL:
-        path = default_weights_path()
-        if not path.is_file():
-            raise WeightsNotCachedError(f"the embedded default model is missing from the package ({path})")
-        return path
-    entry = get_entry(name)
-    path = cached_file(name, entry.files[0])
-    if not path.is_file():
-        raise WeightsNotCachedError(f"weights for {name} are not downloaded; run: vaecli fetch-weights {name}")
-    return path
