@@ -43,9 +43,10 @@ class AttnBlock(nn.Module):
         h_ = self.norm(h_)
         q, k, v = self.q(h_), self.k(h_), self.v(h_)
         b, c, h, w = q.shape
-        # (B, C, H, W) -> (B, 1, HW, C): one head whose features are the channels; a view, no
-        # copy, when the input is channels_last, else the one copy SDPA needs anyway
-        q, k, v = (t.permute(0, 2, 3, 1).reshape(b, 1, h * w, c) for t in (q, k, v))
+        # (B, C, H, W) -> (B, 1, HW, C): one head whose features are the channels. Contiguous: on
+        # NCHW input the reshape is a view whose channels have stride HW, and SDPA on CPU then
+        # falls back from its flash kernel to the unfused math path (about 1.7x slower at 64x64)
+        q, k, v = (t.permute(0, 2, 3, 1).reshape(b, 1, h * w, c).contiguous() for t in (q, k, v))
         out = self._attend(q, k, v)  # (B, 1, HW, C)
         return out.reshape(b, h, w, c).permute(0, 3, 1, 2)  # (B, C, H, W), channels_last strides
 
