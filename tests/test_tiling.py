@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from tests.reference_models import random_vaecli
 from vaecli.config import VAEConfig
 from vaecli.model import AutoencoderKL
 from vaecli.runtime import tiling
@@ -31,14 +32,7 @@ CONFIGS = {
 
 def _model(cfg: VAEConfig) -> AutoencoderKL:
     """Random weights with non-trivial GroupNorm affines, so wrong statistics show up in the output."""
-    torch.manual_seed(0)
-    vae = AutoencoderKL(cfg).eval()
-    with torch.no_grad():
-        for m in vae.modules():
-            if isinstance(m, torch.nn.GroupNorm):
-                m.weight.normal_(1.0, 0.3)
-                m.bias.normal_(0.0, 0.3)
-    return vae
+    return random_vaecli(cfg, norm_weight=(0.5, 1.5), norm_bias=(0.0, 0.3))
 
 
 @pytest.fixture(scope="module", params=["quant", "groups-8"])
