@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .options import Json
+from .options import json_option
 from .output import print_json
 
 
@@ -49,7 +49,9 @@ def _model_rows() -> list[dict]:
     return rows
 
 
-def models(json_: Json = False) -> int:
+def models(
+    json_: json_option("{models: [{name, cached, latent_channels, downsample_factor, scaling_factor, shift_factor, description}]}") = False,
+) -> int:
     """List known models: whether their weights are cached, and their latent geometry.
 
     `channels` x (H/`factor`, W/`factor`) is the latent of an HxW image. Fetch a model with `vaecli fetch-weights NAME`.
@@ -129,7 +131,7 @@ def _describe(path: Path) -> dict:
 
 def info(
     files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Latent files (.safetensors, .npy, .pt) or weights files.")],
-    json_: Json = False,
+    json_: json_option("{files: [{path, bytes, kind, tensors: [{name, shape, dtype}], metadata}]}") = False,
 ) -> int:
     """Print what a latent or weights file holds: tensors, shapes and its metadata (model, config, source, size).
 
