@@ -186,8 +186,11 @@ def decode(
 decode.__doc__ += "\n    " + EXIT_CODES
 
 
-def _lpips(device, enabled: bool, err):
-    """The LPIPS model on `device`, or None (not wanted, not installed yet, or weights not cached)."""
+def _lpips(device, enabled: bool, tell: bool):
+    """The LPIPS model on `device`, or None (not wanted, not installed yet, or weights not cached).
+
+    Missing weights are said once per run, as one line, and only when `tell` (never with --quiet or --json).
+    """
     if not enabled:
         return None
     try:
@@ -196,7 +199,8 @@ def _lpips(device, enabled: bool, err):
         return None
     lp = load_lpips(device)
     if lp is None:
-        print(MISSING_HINT, file=err)
+        if tell:
+            print(MISSING_HINT, file=sys.stderr)
         return None
     return lambda a, b: lp(a.to(device), b.to(device))
 
@@ -242,7 +246,7 @@ def roundtrip(
         runner, budget = _load(flags, rank_device(device, current_world()), dtype, allow_pickle, max_memory)
         eo = _encode_options(flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, sample=sample, seed=seed,
                              overwrite=overwrite)
-        opts = RoundtripOptions(eo, compare=compare, lpips=_lpips(runner.device, not no_lpips, sys.stderr))
+        opts = RoundtripOptions(eo, compare=compare, lpips=_lpips(runner.device, not no_lpips, tell=not (quiet or json_) and current_world().reports))
         return lambda jobs, on_result: roundtrip_files(runner, jobs, opts, on_result)
 
     cmd = BatchCommand("roundtrip", "measured", MEDIA_SUFFIXES, lambda job: name_roundtrip(job, output, compare), start, metrics=True)
