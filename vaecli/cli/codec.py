@@ -34,6 +34,7 @@ from .options import (
     VideoFormat,
     Weights,
 )
+from .output import warn
 
 Inputs = Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image/video files, folders (searched recursively) or globs.")]
 NoScale = Annotated[bool, typer.Option("--no-scale", help="Store raw latents instead of scaling_factor * (z - shift_factor).")]
@@ -133,6 +134,11 @@ def decode(
     video_format: Annotated[
         Optional[VideoFormat], typer.Option("--video-format", help="Video latents: mp4 or gif. Default: gif for a GIF source, else mp4.")
     ] = None,
+    lossless_video: Annotated[
+        bool,
+        typer.Option("--lossless-video", help="mp4: exact pixels at the exact size (H.264 High 4:4:4 RGB, which many browsers and players "
+                     "refuse) instead of yuv420p, which plays everywhere (an odd width or height gets its last column or row repeated)."),
+    ] = False,
     scaled: Annotated[
         Optional[bool],
         typer.Option("--scaled/--unscaled", help="Whether the latents are scaled (scaling_factor * (z - shift)). Default: from the file's metadata; foreign files: scaled."),
@@ -159,7 +165,7 @@ def decode(
     from ..io.latents import LATENT_SUFFIXES
 
     opts = DecodeOptions(fmt=fmt.value, video_format=None if video_format is None else video_format.value, scaled=scaled,
-                         overwrite=overwrite, batch_size=batch_size)
+                         overwrite=overwrite, batch_size=batch_size, lossless_video=lossless_video)
     flags = ModelFlags(model, config, weights)
 
     def start():
@@ -249,7 +255,12 @@ def roundtrip(
         opts = RoundtripOptions(eo, compare=compare, lpips=_lpips(runner.device, not no_lpips, tell=not (quiet or json_) and current_world().reports))
         return lambda jobs, on_result: roundtrip_files(runner, jobs, opts, on_result)
 
-    cmd = BatchCommand("roundtrip", "measured", MEDIA_SUFFIXES, lambda job: name_roundtrip(job, output, compare), start, metrics=True)
+    def name(job):
+        name_roundtrip(job, output, compare)
+        if compare and job.kind == "video":
+            warn(f"{job.input}: --compare writes side-by-side images of images only; none is written for a video")
+
+    cmd = BatchCommand("roundtrip", "measured", MEDIA_SUFFIXES, name, start, metrics=True)
     return run_batch(cmd, inputs, output, json_, quiet, report)
 
 
