@@ -18,6 +18,7 @@ def _model_rows() -> list[dict]:
     from ..weights.registry import (
         DEFAULT_MODEL,
         cached_file,
+        config_only_names,
         default_weights_path,
         load_registry,
         model_config,
@@ -46,6 +47,10 @@ def _model_rows() -> list[dict]:
             continue  # LPIPS/VGG weights: listed by fetch-weights, not here
         cached = all(cached_file(name, wf).is_file() for wf in entry.files)
         rows.append(row(name, cached, model_config(name), entry.description))
+    for name, users in config_only_names().items():  # nameable with --weights FILE; nothing to fetch
+        cfg = model_config(name)
+        rows.append(row(name, False, cfg, f"no weights published: --model {name} --weights FILE" if not users else
+                        f"the config of {', '.join(users)}; --model {name} --weights FILE"))
     return rows
 
 
