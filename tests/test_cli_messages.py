@@ -46,3 +46,14 @@ def test_same_stem_message_fits_every_command(tmp_path, capsys, cli_weights, emp
     lines = err.splitlines()
     assert code == 1 and len(lines) == 2 and all("would also be written for" in line for line in lines)
     assert "encode" not in err  # no advice about one command inside another
+
+
+def test_a_float_rgb_tiff_fails_naming_its_format(tmp_path, capsys, cli_weights):
+    tifffile = pytest.importorskip("tifffile")  # comes with scikit-image, a test dependency
+    from skimage import data
+
+    tifffile.imwrite(tmp_path / "hdr.tif", (data.astronaut()[:40, :48] / 255.0).astype("float32"))
+    noise_image(tmp_path / "ok.png", 16, 16, 0)
+    code, out, err = run_main(capsys, "encode", tmp_path / "hdr.tif", tmp_path / "ok.png", "--weights", cli_weights, "-o", tmp_path / "lat")
+    (line,) = err.splitlines()
+    assert code == 1 and "hdr.tif" in line and "3 channel(s) of 32-bit float" in line and (tmp_path / "lat" / "ok.safetensors").is_file()
