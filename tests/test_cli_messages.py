@@ -57,3 +57,14 @@ def test_a_float_rgb_tiff_fails_naming_its_format(tmp_path, capsys, cli_weights)
     code, out, err = run_main(capsys, "encode", tmp_path / "hdr.tif", tmp_path / "ok.png", "--weights", cli_weights, "-o", tmp_path / "lat")
     (line,) = err.splitlines()
     assert code == 1 and "hdr.tif" in line and "3 channel(s) of 32-bit float" in line and (tmp_path / "lat" / "ok.safetensors").is_file()
+
+
+def test_fp16_on_a_cpu_is_said_once(tmp_path, capsys, cli_weights):
+    for i in range(2):
+        noise_image(tmp_path / "in" / f"{i}.png", 16, 16, i)
+    code, out, err = run_main(capsys, "encode", tmp_path / "in", "--weights", cli_weights, "--device", "cpu", "--dtype", "fp16", "-o", tmp_path / "lat")
+    assert code == 0 and err.count("--dtype fp16 on a CPU") == 1 and len(err.splitlines()) == 1 and "bf16" in err
+    code, out, err = run_main(capsys, "decode", tmp_path / "lat", "--device", "cpu", "--dtype", "fp16", "-o", tmp_path / "dec")
+    assert code == 0 and err.count("--dtype fp16 on a CPU") == 1
+    code, out, err = run_main(capsys, "encode", tmp_path / "in", "--weights", cli_weights, "--device", "cpu", "--dtype", "bf16", "-o", tmp_path / "b")
+    assert code == 0 and err == ""

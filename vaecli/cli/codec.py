@@ -46,12 +46,19 @@ Seed = Annotated[
 EXIT_CODES = "Exit codes: 0 all inputs done or up to date; 1 some inputs failed (the others were done); 2 usage or setup error."
 
 
+def _say_if_slow(dtype: Dtype, device) -> None:
+    """fp16 on a CPU has few fast kernels (bf16 and fp32 have them): say so once, before the run."""
+    if dtype == Dtype.fp16 and getattr(device, "type", str(device)) == "cpu":
+        warn("--dtype fp16 on a CPU is much slower than bf16 or fp32 (few CPU kernels for float16); use --dtype bf16 or fp32")
+
+
 def _load(flags, device, dtype, allow_pickle, max_memory):
     """The model as a Runner under its share of --max-memory, and the data budget that goes with it."""
     from ..api import load_vae
     from ..batch.models import make_runner
 
     vae = load_vae(flags.model, config=flags.config, weights=flags.weights, device=device, dtype=dtype.value, allow_pickle=allow_pickle)
+    _say_if_slow(dtype, next(vae.parameters()).device)
     return make_runner(vae, max_memory)
 
 
@@ -173,6 +180,7 @@ def decode(
         from ..runtime.device import pick_device, resolve_dtype
 
         dev = pick_device(rank_device(device, current_world()))
+        _say_if_slow(dtype, dev)
         digests = digest_cache()
 
         def load(*args, **kwargs):
