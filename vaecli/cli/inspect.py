@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .options import Json
+from .options import json_option
 from .output import print_json
 
 
@@ -18,6 +18,7 @@ def _model_rows() -> list[dict]:
     from ..weights.registry import (
         DEFAULT_MODEL,
         cached_file,
+        config_only_names,
         default_weights_path,
         load_registry,
         model_config,
@@ -46,10 +47,16 @@ def _model_rows() -> list[dict]:
             continue  # LPIPS/VGG weights: listed by fetch-weights, not here
         cached = all(cached_file(name, wf).is_file() for wf in entry.files)
         rows.append(row(name, cached, model_config(name), entry.description))
+    for name, users in config_only_names().items():  # nameable with --weights FILE; nothing to fetch
+        cfg = model_config(name)
+        rows.append(row(name, False, cfg, f"no weights published: --model {name} --weights FILE" if not users else
+                        f"the config of {', '.join(users)}; --model {name} --weights FILE"))
     return rows
 
 
-def models(json_: Json = False) -> int:
+def models(
+    json_: json_option("{models: [{name, cached, latent_channels, downsample_factor, scaling_factor, shift_factor, description}]}") = False,
+) -> int:
     """List known models: whether their weights are cached, and their latent geometry.
 
     `channels` x (H/`factor`, W/`factor`) is the latent of an HxW image. Fetch a model with `vaecli fetch-weights NAME`.
@@ -129,7 +136,7 @@ def _describe(path: Path) -> dict:
 
 def info(
     files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Latent files (.safetensors, .npy, .pt) or weights files.")],
-    json_: Json = False,
+    json_: json_option("{files: [{path, bytes, kind, tensors: [{name, shape, dtype}], metadata}]}") = False,
 ) -> int:
     """Print what a latent or weights file holds: tensors, shapes and its metadata (model, config, source, size).
 
