@@ -203,7 +203,7 @@ def test_statistics_refuse_too_few_images_and_wrong_shapes():
     stats.add_features(torch.zeros(1, 8))
     with pytest.raises(VaecliError, match="at least 2 images, got 1"):
         frechet_distance(stats, stats)
-    with pytest.raises(ValueError, match=r"\(B, 8\)"):
+    with pytest.raises(ValueError, match=r"\(N, 8\)"):
         stats.add_features(torch.zeros(3, 9))
     with pytest.raises(ValueError, match="network"):
         FidStatistics().update(torch.zeros(1, 3, 8, 8))
