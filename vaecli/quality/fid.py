@@ -150,3 +150,27 @@ def sample_note(count: int) -> str:
     if count < FEW_IMAGES:
         note += f"; biased upwards below a few thousand images ({FEW_IMAGES}+ advised), compare only figures over equal counts"
     return note
+
+
+class ReconstructionFid:
+    """rFID as a roundtrip streams it: features of each batch of inputs and of their reconstructions.
+
+    Reconstructions are measured as they are saved (rounded to 8 bits, io.images.to_uint8's rounding),
+    so the figure is pytorch-fid's over the input folder and the -o folder. Memory: one batch of
+    images at 299x299 in the network, and the two running 2048x2048 moments; never the images seen.
+    """
+
+    def __init__(self, network: torch.nn.Module):
+        self.inputs, self.reconstructions = FidStatistics(network), FidStatistics(network)
+
+    def update(self, inputs_0_1: torch.Tensor, reconstructions_0_1: torch.Tensor) -> None:
+        """(B, 3, H, W) pairs in [0, 1]."""
+        self.inputs.update(inputs_0_1)
+        self.reconstructions.update(reconstructions_0_1.float().mul(255).clamp_(0, 255).round_().div_(255))
+
+    def summary(self) -> dict:
+        """{"rfid", "rfid_images", "rfid_note"}; rfid is None (null) under 2 images, the note says why."""
+        n = self.inputs.count
+        value = frechet_distance(self.inputs, self.reconstructions) if n >= 2 else None
+        note = sample_note(n) if n >= 2 else f"rFID needs at least 2 images, got {n}"
+        return {"rfid": value, "rfid_images": n, "rfid_note": note}
