@@ -84,8 +84,11 @@ def summary_row(spec: ModelSpec, vae, results: list[dict], summary: dict) -> dic
 
 
 def best_per_column(rows: list[dict], columns: list[Column] = COLUMNS) -> dict[str, str]:
-    """Ranked column key -> the label of the best row (the first of equals); columns nobody has are left out."""
+    """Ranked column key -> the label of the best row (the first of equals); columns nobody has are left out,
+    and a single row is best at nothing (there is nothing to compare it with)."""
     best = {}
+    if len(rows) < 2:
+        return best
     for c in columns:
         if c.higher_is_better is None:
             continue
