@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import re
+from html import escape as html_escape
 from pathlib import Path
 from unittest import mock
 
@@ -184,3 +185,40 @@ def test_compare_table_marks_the_best_and_a_model_that_cannot_load_is_named_exit
         assert f"{row['mean_psnr']:.2f}" in line  # the same weights and input: the same numbers as the JSON run
         assert (f"{row['mean_psnr']:.2f} *" in line) == (label == best_psnr)
     assert math.isfinite(doc["models"][0]["mean_psnr"]) and json.dumps(doc)
+
+
+def test_report_views_and_html_for_perfect_odd_and_hostile_inputs(tmp_path):
+    """Library level, no model: a perfect reconstruction (PSNR inf) goes last and charts nothing off
+    scale, a tiny image has no SSIM, a file name full of markup stays text, heatmaps use a fixed scale."""
+    from types import SimpleNamespace
+
+    from vaecli.batch.compare import COLUMNS
+    from vaecli.quality.gallery import HEATMAP_FULL_SCALE, Gallery, detail_box, heatmap
+    from vaecli.quality.report_html import render_report
+
+    photo = torch.from_numpy(photos()["chelsea"][:150, :230].copy()).permute(2, 0, 1).float() / 255  # (3, 150, 230)
+    assert heatmap(photo, photo, (23, 15)).max() == 0  # no error: black
+    assert (heatmap(photo, (photo + 2 * HEATMAP_FULL_SCALE).clamp(max=2), (23, 15)) == [252, 255, 164]).all()  # past full scale: the top colour
+    flat = torch.full((3, 300, 300), 0.5)
+    flat[:, 200:230, 40:70] = torch.rand(3, 30, 30, generator=torch.Generator().manual_seed(0))
+    top, left, size = detail_box(flat)
+    assert top <= 200 and top + size >= 230 and left <= 40 and left + size >= 70  # the crop holds the only detail
+
+    gallery = Gallery()
+    observe = gallery.observer("m")
+    hostile = '<img src=x onerror="alert(1)">.png'
+    cases = [("perfect.png", photo, photo, {"psnr": math.inf, "ssim": 1.0}),
+             (hostile, photo, photo.flip(-1), {"psnr": 8.5, "ssim": 0.1}),
+             ("tiny.png", photo[:, :7, :9], photo[:, :7, :9] * 0.9, {"psnr": 30.0, "ssim": math.nan})]
+    for name, x, y, m in cases:
+        observe(SimpleNamespace(input=Path(name), output=None), x, y, m)
+    rows = [{"model": "m", "channels": 4, "factor": 8, "mean_psnr": math.inf}]
+    html = render_report("t", rows, COLUMNS, {}, gallery, tmp_path / "r.html")
+    assert hostile not in html and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;.png" in html
+    _assert_self_contained(html)
+    titles = re.findall(r"<h3>(.*?)</h3>", html)
+    assert [t.split(". ", 1)[1] for t in titles] == [html_escape(hostile), "tiny.png", "perfect.png"]  # worst first, perfect last
+    assert html.count("<circle") == 2  # inf is not charted
+    (tmp_path / "r.html").write_text(html, encoding="utf-8")
+    seen = check_page(tmp_path / "r.html")
+    assert seen["broken"] == [] and seen["images"] == 3 * 5 and seen["fetched"] == []

@@ -163,10 +163,15 @@ class ReconstructionFid:
     def __init__(self, network: torch.nn.Module):
         self.inputs, self.reconstructions = FidStatistics(network), FidStatistics(network)
 
+    @torch.no_grad()
     def update(self, inputs_0_1: torch.Tensor, reconstructions_0_1: torch.Tensor) -> None:
-        """(B, 3, H, W) pairs in [0, 1]."""
-        self.inputs.update(inputs_0_1)
-        self.reconstructions.update(reconstructions_0_1.float().mul(255).clamp_(0, 255).round_().div_(255))
+        """(B, 3, H, W) pairs in [0, 1]. Both sides' features are computed before either is added,
+        so a batch that fails (out of memory) leaves the two counts equal."""
+        network = self.inputs.network
+        features_in = network(inputs_0_1)
+        features_out = network(reconstructions_0_1.float().mul(255).clamp_(0, 255).round_().div_(255))
+        self.inputs.add_features(features_in)
+        self.reconstructions.add_features(features_out)
 
     def summary(self) -> dict:
         """{"rfid", "rfid_images", "rfid_note"}; rfid is None (null) under 2 images, the note says why."""
