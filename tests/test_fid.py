@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
+from tests.fid_helpers import photos, random_inception, to_tensor
 from vaecli.errors import CheckpointError, VaecliError
 from vaecli.quality import inception as inception_mod
 from vaecli.quality.fid import (
@@ -29,20 +30,6 @@ from vaecli.weights import registry
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 
 
-def _photos() -> dict[str, np.ndarray]:
-    """Real colour photographs shipped by scikit-image and scikit-learn, (H, W, 3) uint8."""
-    skdata = pytest.importorskip("skimage.data")
-    datasets = pytest.importorskip("sklearn.datasets")
-    photos = {n: getattr(skdata, n)() for n in ("astronaut", "coffee", "chelsea", "hubble_deep_field", "retina")}
-    photos["china"] = datasets.load_sample_images().images[0]
-    return photos
-
-
-def _to_tensor(img: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1], as torchvision's ToTensor."""
-    return torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
-
-
 @pytest.fixture(scope="module")
 def pytorch_fid():
     return pytest.importorskip("pytorch_fid.inception", reason="pytorch-fid (a test dependency) is not installed")
@@ -50,26 +37,7 @@ def pytorch_fid():
 
 @pytest.fixture(scope="module")
 def network(pytorch_fid) -> FIDInceptionV3:
-    """A seeded random FID Inception whose BatchNorm statistics are measured on real photographs
-    (so that every layer carries signal, as trained weights would) with random affine terms, the
-    last block's scaled down so that features and FIDs have the magnitudes of the real network's
-    (pool3 features of a few tenths; rFIDs of tens, not thousands)."""
-    torch.manual_seed(0)
-    net = FIDInceptionV3()
-    for name, m in net.named_modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            scale = 0.1 if name.startswith("Mixed_7c") else 1.0
-            m.reset_running_stats()
-            m.momentum = None  # a plain average over the calibration batch
-            m.weight.data.uniform_(0.5 * scale, 1.5 * scale)
-            m.bias.data.normal_(0.0, 0.2 * scale)
-    photos = list(_photos().values())[:3]
-    calibration = torch.cat([_to_tensor(p[:299, :299]) for p in photos])  # (3, 3, 299, 299)
-    net.train()
-    with torch.no_grad():
-        net(calibration)
-    net.eval()
-    return net
+    return random_inception()
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +47,7 @@ def folders(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("fid")
     inputs, recons = root / "inputs", root / "recons"
     inputs.mkdir(), recons.mkdir()
-    for name, photo in _photos().items():
+    for name, photo in photos().items():
         h, w = photo.shape[:2]
         ch, cw = (1031, 1027) if h > 1100 else (h - h % 8 - 3, w - w % 8 - 5)  # odd sizes; retina over 1024
         crop = Image.fromarray(photo[(h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw, :3])
@@ -113,7 +81,7 @@ def _folder_statistics(folder: Path, network: FIDInceptionV3) -> tuple[FidStatis
     seen = []
     stats = FidStatistics(lambda x: seen.append(network(x)) or seen[-1])
     for path in sorted(folder.glob("*.png")):
-        stats.update(_to_tensor(np.asarray(Image.open(path).convert("RGB"))))
+        stats.update(to_tensor(np.asarray(Image.open(path).convert("RGB"))))
     return stats, torch.cat(seen).numpy()
 
 
@@ -203,7 +171,7 @@ def test_statistics_refuse_too_few_images_and_wrong_shapes():
     stats.add_features(torch.zeros(1, 8))
     with pytest.raises(VaecliError, match="at least 2 images, got 1"):
         frechet_distance(stats, stats)
-    with pytest.raises(ValueError, match=r"\(B, 8\)"):
+    with pytest.raises(ValueError, match=r"\(N, 8\)"):
         stats.add_features(torch.zeros(3, 9))
     with pytest.raises(ValueError, match="network"):
         FidStatistics().update(torch.zeros(1, 3, 8, 8))

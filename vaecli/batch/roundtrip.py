@@ -5,11 +5,15 @@ carries its metrics in its provenance: a rerun whose reconstruction is up to dat
 `skipped` without running the model; anything else about it (source, model, options) changed and
 it is measured and written again. Without -o nothing is written and every run measures anew.
 Videos stream a batch of frames at a time; their metrics are means over frames.
+
+With rFID (`ReconstructionFid`) or a per-image observer (the HTML report's gallery), every input's
+pixels are needed: no reconstruction is reused, every input is measured anew.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from ..errors import InputError
 from ..io.hashing import fingerprint
 from ..io.images import to_uint8, write_image
 from ..io.video import VideoWriter, is_video, open_video
+from ..quality.fid import ReconstructionFid
 from ..quality.metrics import psnr, ssim
 from ..runtime.executor import Runner
 from .encode import (
@@ -43,6 +48,7 @@ from .plan import Job, output_base
 from .report import with_metric_means
 from .run import Run, run_batched, triage
 
+NEVER_RECORDED = "measured anew"  # a result field no provenance holds: as `needed`, no output counts as up to date
 LPIPS_BYTES_PER_PIXEL = 1024  # VGG16's five taps for both images in float32 (about 912 B per pixel), with some slack
 
 
@@ -51,6 +57,13 @@ class RoundtripOptions:
     encode: EncodeOptions = field(default_factory=EncodeOptions)
     compare: bool = False  # also write side-by-side input | reconstruction images
     lpips: Callable | None = None  # (B,3,H,W) [-1,1] pairs -> (B,) distances
+    rfid: ReconstructionFid | None = None  # streams Inception features of inputs and reconstructions
+    observe: Callable | None = None  # (job, input (3,h,w), reconstruction (3,h,w) in [0, 1] on the CPU, metrics) per image
+
+    @property
+    def measures_all(self) -> bool:
+        """Whether the run needs every input's pixels (rFID, a gallery), so up-to-date outputs are redone."""
+        return self.rfid is not None or self.observe is not None
 
 
 def compare_path(output: Path) -> Path:
@@ -110,7 +123,10 @@ class Roundtripper:
         self.eo = opts.encode
         self.batch_size = self.eo.batch_size or runner.default_batch_size
         self.needed = ("psnr", "ssim") + (("lpips",) if opts.lpips is not None else ())
+        if opts.measures_all:
+            self.needed += (NEVER_RECORDED,)
         self.lpips_budget = runner.memory.budget(runner.device)  # LPIPS runs after the model, in its memory
+        self.model_seconds = 0.0  # in the model's encode and decode calls (compare's images/s)
 
     def recipe(self, job: Job) -> Recipe:
         return Recipe.of(self.eo.model_identity, output="reconstruction", **shaping_options(self.eo), sample_seed=sample_seed(self.eo, job),
@@ -118,9 +134,14 @@ class Roundtripper:
 
     def reconstruct(self, x: torch.Tensor, seeds: list[int | None], h: int, w: int) -> torch.Tensor:
         """(B, 3, Hp, Wp) in [0, 1] -> the reconstruction's content (B, 3, h, w) in [0, 1], on the model's device."""
+        started = time.perf_counter()
         z = choose_latent(self.runner.encode(x.mul(2).sub_(1)), seeds)
         with torch.inference_mode():  # in place: the decoder's output is ours (an inference tensor)
-            return self.runner.decode(z)[..., :h, :w].add_(1).div_(2).clamp_(0, 1)
+            y = self.runner.decode(z)[..., :h, :w].add_(1).div_(2).clamp_(0, 1)
+        if y.device.type == "cuda":
+            torch.cuda.synchronize(y.device)  # the calls' time, not their queueing
+        self.model_seconds += time.perf_counter() - started
+        return y
 
     def images(self, batch: list[Prepared]) -> None:
         h, w = batch[0].height, batch[0].width  # one padded size and one content size per batch
@@ -128,9 +149,14 @@ class Roundtripper:
         y = self.reconstruct(x, [sample_seed(self.eo, p.job) for p in batch], h, w)
         x = x[..., :h, :w]
         values = metrics(x, y, self.opts.lpips, self.lpips_budget, [str(p.job.input) for p in batch])
+        if self.opts.rfid is not None:
+            self.opts.rfid.update(x, y)
         y = y.cpu()
         for i, p in enumerate(batch):
-            self.finish(p, x[i], y[i], {k: float(v[i]) for k, v in values.items()})
+            measured = {k: float(v[i]) for k, v in values.items()}
+            if self.opts.observe is not None:
+                self.opts.observe(p.job, x[i], y[i], measured)
+            self.finish(p, x[i], y[i], measured)
 
     def finish(self, p: Prepared, x: torch.Tensor, y: torch.Tensor, values: dict) -> None:
         job = p.job
@@ -161,6 +187,8 @@ class Roundtripper:
                 y = self.reconstruct(x, frame_seeds(seed, n, len(frames)), h, w)
                 for k, v in metrics(x[..., :h, :w], y, self.opts.lpips, self.lpips_budget, [str(job.input)] * len(frames)).items():
                     sums[k] = sums.get(k, 0.0) + float(v.sum())
+                if self.opts.rfid is not None:
+                    self.opts.rfid.update(x[..., :h, :w], y)
                 n += len(frames)
                 out.append(to_uint8(f) for f in y.cpu())
             if n == 0:
@@ -201,4 +229,7 @@ def roundtrip_files(runner: Runner, jobs: list[Job], opts: RoundtripOptions, on_
                 run.attempt([job], rt.video, job)
     finally:
         results = run.close()
-    return results, with_metric_means(run.summary(results), results)
+    summary = with_metric_means(run.summary(results), results) | {"model_seconds": round(rt.model_seconds, 3)}
+    if opts.rfid is not None:
+        summary |= opts.rfid.summary()
+    return results, summary

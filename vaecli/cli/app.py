@@ -129,3 +129,6 @@ from . import inspect  # noqa: E402
 
 app.command("models", cls=help_format.Command)(inspect.models)
 app.command("info", cls=help_format.Command)(inspect.info)
+from . import compare  # noqa: E402
+
+app.command("compare", cls=help_format.Command)(compare.compare)

@@ -40,6 +40,7 @@ class BatchCommand:
     name: Callable  # plan one job: set its kind and outputs (vaecli.batch.plan.plan_jobs)
     start: Callable[[], Engine]  # load what the run needs; returns engine(jobs, on_result) -> (results, summary)
     metrics: bool = False  # roundtrip: metric means, a table, --report
+    html: Callable[[Path, list, dict], str] | None = None  # --report FILE.html: (path, results, summary) -> the document
 
 
 def _probe_writable(folder: Path, option: str, value: Path) -> None:
@@ -66,12 +67,13 @@ def check_output_folder(output: Path | None) -> None:
     _probe_writable(ancestor, "-o/--output", output)
 
 
-def check_report(report: Path | None) -> None:
-    """--report must name a .csv or .json file whose folder exists and can be written in."""
+def check_report(report: Path | None, html: bool = False) -> None:
+    """--report must name a .csv or .json (or, where the command renders one, .html) file whose folder exists and can be written in."""
     if report is None:
         return
-    if report.suffix.lower() not in (".csv", ".json"):
-        raise typer.BadParameter(f"{report}: use a .csv or .json file", param_hint="--report")
+    kinds = (".csv", ".json", ".html") if html else (".csv", ".json")
+    if report.suffix.lower() not in kinds:
+        raise typer.BadParameter(f"{report}: use a {', '.join(kinds[:-1])} or {kinds[-1]} file", param_hint="--report")
     if report.is_dir():
         raise typer.BadParameter(f"{report}: is a folder; name a file in it, e.g. {report / 'report.csv'}", param_hint="--report")
     parent = report.parent
@@ -89,7 +91,7 @@ def run_batch(cmd: BatchCommand, inputs: list[str], output: Path | None, json_: 
     from ..errors import VaecliError
 
     check_output_folder(output)
-    check_report(report)
+    check_report(report, html=cmd.html is not None)
     world = current_world()  # under torchrun: this rank's share of the inputs, rank 0 reports
     with plain_warnings():
         found = expand_inputs(inputs, cmd.suffixes, warn, exclude=output)
@@ -113,7 +115,8 @@ def run_batch(cmd: BatchCommand, inputs: list[str], output: Path | None, json_: 
         print(summary_line(cmd.past, summary))
     if report is not None:
         try:  # checked before the run; if it still fails now, the results above are not lost with it
-            write_report(report, results, summary)
+            html = cmd.html(report, results, summary) if report.suffix.lower() == ".html" else None
+            write_report(report, results, summary, html)
         except OSError as e:
             print(f"Error: --report {printable(str(report))}: cannot write ({e.strerror or e})", file=sys.stderr)
             return EXIT_USAGE

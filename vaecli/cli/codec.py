@@ -43,6 +43,8 @@ Sample = Annotated[bool, typer.Option("--sample", help="Store a sample of the po
 Seed = Annotated[
     int, typer.Option("--seed", help="Seed for --sample; each file's draw depends only on this and the file's name with its folder's (cats/0001.jpg).")
 ]
+FID_HELP = ("Also report rFID between the inputs and their reconstructions (pytorch-fid's Inception; "
+            "fetch it once with `vaecli fetch-weights pt_inception`). Biased upwards below a few thousand images.")
 EXIT_CODES = "Exit codes: 0 all inputs done or up to date; 1 some inputs failed (the others were done); 2 usage or setup error."
 
 
@@ -219,12 +221,44 @@ def _lpips(device, enabled: bool, tell: bool):
     return lambda a, b: lp(a.to(device), b.to(device))
 
 
+def _inception(device, enabled: bool):
+    """The FID Inception on `device` for --fid (None when not asked for); never downloaded here:
+    missing weights are a setup error naming the one command that fetches them."""
+    if not enabled:
+        return None
+    from ..errors import WeightsNotCachedError
+    from ..quality.inception import WEIGHTS_NAME, load_inception
+
+    network = load_inception(device)
+    if network is None:
+        raise WeightsNotCachedError(f"--fid: the FID Inception weights are not cached; run: vaecli fetch-weights {WEIGHTS_NAME}")
+    return network
+
+
+def _refuse_under_torchrun(fid: bool, report: Path | None) -> None:
+    """rFID and the HTML report need every image in one process: not split over torchrun's ranks."""
+    from ..batch.distributed import current_world
+
+    html = report is not None and report.suffix.lower() == ".html"
+    if (fid or html) and current_world().is_distributed:
+        raise typer.BadParameter("--fid and an HTML --report are not supported under torchrun; run one process", param_hint="--fid/--report")
+
+
+def model_label(flags) -> str:
+    """How a report names the model given by --model/--weights."""
+    return flags.model or (Path(flags.weights).stem if flags.weights else None) or flags.recorded_name or "model"
+
+
 def roundtrip(
     inputs: Inputs,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Save reconstructions (PNG; videos mp4/gif) in this folder.")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Also save input|reconstruction side by side as <name>.compare.png (needs -o).")] = False,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write per-file metrics to FILE.csv or FILE.json.")] = None,
+    report: Annotated[
+        Optional[Path],
+        typer.Option("--report", help="Write per-file metrics to FILE.csv or FILE.json, or a self-contained visual report to FILE.html."),
+    ] = None,
     no_lpips: Annotated[bool, typer.Option("--no-lpips", help="Skip LPIPS even when its weights are cached.")] = False,
+    fid: Annotated[bool, typer.Option("--fid", help=FID_HELP)] = False,
     model: Model = None,
     config: Config = None,
     weights: Weights = None,
@@ -253,14 +287,28 @@ def roundtrip(
 
     if compare and output is None:
         raise typer.BadParameter("--compare needs -o/--output to say where the images go", param_hint="--compare")
+    _refuse_under_torchrun(fid, report)
     size = _size_spec(resize, center_crop)
     flags = ModelFlags(model, config, weights)
+    gallery, loaded = None, {}
+    if report is not None and report.suffix.lower() == ".html":
+        from ..quality.gallery import Gallery
+
+        gallery = Gallery()
 
     def start():
-        runner, budget = _load(flags, rank_device(device, current_world()), dtype, allow_pickle, max_memory)
+        from ..quality.fid import ReconstructionFid
+        from ..runtime.device import pick_device
+
+        dev = pick_device(rank_device(device, current_world()))
+        network = _inception(dev, fid)  # before the model: missing weights stop the run before any work
+        runner, budget = _load(flags, dev, dtype, allow_pickle, max_memory)
         eo = _encode_options(flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, sample=sample, seed=seed,
                              overwrite=overwrite)
-        opts = RoundtripOptions(eo, compare=compare, lpips=_lpips(runner.device, not no_lpips, tell=not (quiet or json_) and current_world().reports))
+        opts = RoundtripOptions(eo, compare=compare, lpips=_lpips(runner.device, not no_lpips, tell=not (quiet or json_) and current_world().reports),
+                                rfid=None if network is None else ReconstructionFid(network),
+                                observe=None if gallery is None else gallery.observer(model_label(flags)))
+        loaded["vae"] = runner.vae
         return lambda jobs, on_result: roundtrip_files(runner, jobs, opts, on_result)
 
     def name(job):
@@ -268,7 +316,15 @@ def roundtrip(
         if compare and job.kind == "video":
             warn(f"{job.input}: --compare writes side-by-side images of images only; none is written for a video")
 
-    cmd = BatchCommand("roundtrip", "measured", MEDIA_SUFFIXES, name, start, metrics=True)
+    def html(path: Path, results: list[dict], summary: dict) -> str:
+        from ..batch.compare import ModelSpec, summary_row
+        from .compare import html_report
+
+        label = model_label(flags)
+        return html_report(path, "vaecli roundtrip", [summary_row(ModelSpec(label, label, flags), loaded["vae"], results, summary)],
+                           {label: results}, gallery)
+
+    cmd = BatchCommand("roundtrip", "measured", MEDIA_SUFFIXES, name, start, metrics=True, html=html)
     return run_batch(cmd, inputs, output, json_, quiet, report)
 
 

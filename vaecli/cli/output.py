@@ -92,8 +92,13 @@ def _finite(value):
     return value
 
 
+def json_text(document: dict) -> str:
+    """The JSON that --json prints and a .json report holds (NaN/inf as null)."""
+    return json.dumps(_finite(document), indent=2) + "\n"
+
+
 def print_json(document: dict) -> None:
-    sys.stdout.write(json.dumps(_finite(document), indent=2) + "\n")
+    sys.stdout.write(json_text(document))
 
 
 def summary_line(verb: str, summary: dict) -> str:
@@ -125,6 +130,8 @@ def print_table(results: list[dict], summary: dict) -> None:
         table.add_row("mean", "", *(fmt(summary.get(f"mean_{c}"), c) for c in shown))
     console = Console(highlight=False, width=max(100, Console().width))
     console.print(table)
+    if "rfid_images" in summary:
+        console.print(f"rFID {fmt(summary['rfid'], 'rfid')} ({summary['rfid_note']})", markup=False)
     console.print(summary_line("measured", summary), markup=False)
 
 
@@ -139,9 +146,9 @@ def report_text(path: Path, results: list[dict], summary: dict) -> str:
     return buf.getvalue()
 
 
-def write_report(path: Path, results: list[dict], summary: dict) -> None:
-    """Write --report atomically (its folder was checked before the run started)."""
+def write_report(path: Path, results: list[dict], summary: dict, text: str | None = None) -> None:
+    """Write --report atomically (its folder was checked before the run started); `text`: an already rendered document (HTML)."""
     from ..io.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        tmp.write_text(report_text(path, results, summary), encoding="utf-8")
+        tmp.write_text(report_text(path, results, summary) if text is None else text, encoding="utf-8")

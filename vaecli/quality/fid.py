@@ -3,9 +3,10 @@
 FID(a, b) = |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr sqrtm(S_a S_b), with mu and S the mean and
 the unbiased covariance (np.cov's) of the 2048-d pool3 features, as pytorch-fid computes it.
 
-Statistics are streamed: each batch's mean and centred scatter are merged into running float64
-moments (Chan et al.'s pairwise update), so memory stays one 2048x2048 matrix whatever the count,
-and no sum of squares large against the variance is ever subtracted.
+Statistics are streamed through vaecli.stats.moments.LatentMoments: each batch's mean and centred
+scatter are merged into running float64 moments (Chan et al.'s pairwise update), so memory stays
+one 2048x2048 matrix whatever the count, and no sum of squares large against the variance is ever
+subtracted.
 
 The trace term. pytorch-fid takes scipy's sqrtm of the non-symmetric product S_a S_b, drops its
 imaginary part, and when the result is not finite adds 1e-6 to both diagonals and tries again.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import VaecliError
+from ..stats.moments import LatentMoments
 from .inception import FEATURE_DIMS
 
 # FID falls as the image count grows (its bias goes as 1/n: Chong & Forsyth, CVPR 2020), so figures
@@ -34,16 +36,19 @@ class FidStatistics:
     """Running mean and covariance of Inception features; `update` with images or features.
 
     `network` (an FIDInceptionV3) turns (B, 3, H, W) images in [0, 1] into features; statistics
-    of features computed elsewhere go through `add_features`. Accumulators are float64 on the
-    device of the first batch.
+    of features computed elsewhere go through `add_features`. The moments are vaecli.stats'
+    LatentMoments (one C-vector per sample, here C = 2048 features per image): float64, on the CPU.
     """
 
     def __init__(self, network: torch.nn.Module | None = None, dims: int = FEATURE_DIMS):
         self.network = network
         self.dims = dims
-        self.count = 0
-        self._mean: torch.Tensor | None = None  # (D,) float64
-        self._scatter: torch.Tensor | None = None  # (D, D) float64: sum of (f - mean)(f - mean)^T
+        self.moments = LatentMoments.empty(dims)
+
+    @property
+    def count(self) -> int:
+        """Images seen."""
+        return self.moments.count
 
     @torch.no_grad()
     def update(self, images_0_1: torch.Tensor) -> None:
@@ -55,37 +60,19 @@ class FidStatistics:
     @torch.no_grad()
     def add_features(self, features: torch.Tensor) -> None:
         """Merge a (B, D) batch of features into the running moments."""
-        if features.ndim != 2 or features.shape[1] != self.dims:
-            raise ValueError(f"expected features of shape (B, {self.dims}), got {tuple(features.shape)}")
-        f = features.detach().to(torch.float64)
-        if self._mean is not None:
-            f = f.to(self._mean.device)
-        nb = f.shape[0]
-        if nb == 0:
-            return
-        batch_mean = f.mean(dim=0)  # (D,)
-        centred = f - batch_mean  # (B, D)
-        batch_scatter = centred.T @ centred  # (D, D)
-        if self._mean is None:
-            self._mean, self._scatter = batch_mean, batch_scatter
-        else:
-            n = self.count
-            delta = batch_mean - self._mean  # (D,)
-            self._mean = self._mean + delta * (nb / (n + nb))
-            self._scatter += batch_scatter + torch.outer(delta, delta) * (n * nb / (n + nb))
-        self.count += nb
+        self.moments.add_samples(features)
 
     @property
     def mean(self) -> torch.Tensor:
         """(D,) float64 feature mean."""
         self._require(1)
-        return self._mean
+        return self.moments.mean
 
     @property
     def covariance(self) -> torch.Tensor:
         """(D, D) float64 unbiased covariance (divided by n - 1, as np.cov)."""
         self._require(2)
-        return self._scatter / (self.count - 1)
+        return self.moments.covariance
 
     def _require(self, n: int) -> None:
         if self.count < n:  # a user's cause (rFID of a single image): a one-line VaecliError
@@ -163,3 +150,32 @@ def sample_note(count: int) -> str:
     if count < FEW_IMAGES:
         note += f"; biased upwards below a few thousand images ({FEW_IMAGES}+ advised), compare only figures over equal counts"
     return note
+
+
+class ReconstructionFid:
+    """rFID as a roundtrip streams it: features of each batch of inputs and of their reconstructions.
+
+    Reconstructions are measured as they are saved (rounded to 8 bits, io.images.to_uint8's rounding),
+    so the figure is pytorch-fid's over the input folder and the -o folder. Memory: one batch of
+    images at 299x299 in the network, and the two running 2048x2048 moments; never the images seen.
+    """
+
+    def __init__(self, network: torch.nn.Module):
+        self.inputs, self.reconstructions = FidStatistics(network), FidStatistics(network)
+
+    @torch.no_grad()
+    def update(self, inputs_0_1: torch.Tensor, reconstructions_0_1: torch.Tensor) -> None:
+        """(B, 3, H, W) pairs in [0, 1]. Both sides' features are computed before either is added,
+        so a batch that fails (out of memory) leaves the two counts equal."""
+        network = self.inputs.network
+        features_in = network(inputs_0_1)
+        features_out = network(reconstructions_0_1.float().mul(255).clamp_(0, 255).round_().div_(255))
+        self.inputs.add_features(features_in)
+        self.reconstructions.add_features(features_out)
+
+    def summary(self) -> dict:
+        """{"rfid", "rfid_images", "rfid_note"}; rfid is None (null) under 2 images, the note says why."""
+        n = self.inputs.count
+        value = frechet_distance(self.inputs, self.reconstructions) if n >= 2 else None
+        note = sample_note(n) if n >= 2 else f"rFID needs at least 2 images, got {n}"
+        return {"rfid": value, "rfid_images": n, "rfid_note": note}

@@ -48,7 +48,7 @@ class LatentMoments:
         if x.ndim != 2 or x.shape[1] != self.channels:
             raise ValueError(f"expected samples of shape (N, {self.channels}), got {tuple(x.shape)}")
         if not torch.isfinite(x).all():
-            raise ValueError("latents hold NaN or infinite values")
+            raise ValueError("samples hold NaN or infinite values")
         if x.shape[0] == 0:
             return
         mean = x.mean(dim=0)  # (C,)
