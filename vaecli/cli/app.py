@@ -127,3 +127,6 @@ from . import inspect  # noqa: E402
 
 app.command("models")(inspect.models)
 app.command("info")(inspect.info)
+from . import stats  # noqa: E402
+
+app.command("stats")(stats.stats)

@@ -42,6 +42,10 @@ Sample = Annotated[bool, typer.Option("--sample", help="Store a sample of the po
 Seed = Annotated[
     int, typer.Option("--seed", help="Seed for --sample; each file's draw depends only on this and the file's name with its folder's (cats/0001.jpg).")
 ]
+Normalize = Annotated[
+    Optional[Path],
+    typer.Option("--normalize", metavar="FILE", help="Store normaliser(latents) from a `vaecli stats -o FILE` file instead of scaling; decode inverts it from the latent alone."),
+]
 EXIT_CODES = "Exit codes: 0 all inputs done or up to date; 1 some inputs failed (the others were done); 2 usage or setup error."
 
 
@@ -71,6 +75,17 @@ def _encode_options(flags, runner, data_budget, **kw):
                          data_budget=data_budget, **kw)
 
 
+def _normalizer(path: Path | None, vae) -> dict:
+    """EncodeOptions' normaliser fields for --normalize FILE (checked against the model: exit 2 when it does not fit)."""
+    if path is None:
+        return {}
+    from ..batch.latent_space import check_normalizer, load_normalizer
+
+    norm, text, sha = load_normalizer(path)
+    check_normalizer(norm, vae, str(path))
+    return {"normalizer": norm, "normalizer_text": text, "normalizer_sha256": sha}
+
+
 def encode(
     inputs: Inputs,
     output: Output = None,
@@ -82,6 +97,7 @@ def encode(
     batch_size: BatchSize = None,
     max_memory: MaxMemory = None,
     no_scale: NoScale = False,
+    normalize: Normalize = None,
     save_dist: SaveDist = False,
     sample: Sample = False,
     seed: Seed = 0,
@@ -109,7 +125,7 @@ def encode(
     def start():
         runner, budget = _load(flags, rank_device(device, current_world()), dtype, allow_pickle, max_memory)
         opts = _encode_options(flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, scale=not no_scale, sample=sample,
-                               seed=seed, save_dist=save_dist, overwrite=overwrite)
+                               seed=seed, save_dist=save_dist, overwrite=overwrite, **_normalizer(normalize, runner.vae))
         return lambda jobs, on_result: encode_files(runner, jobs, opts, on_result)
 
     cmd = BatchCommand("encode", "encoded", MEDIA_SUFFIXES, lambda job: name_media(job, output, ".safetensors"), start)

@@ -15,18 +15,16 @@ from .output import print_json
 def _model_rows() -> list[dict]:
     from ..config import VAEConfig
     from ..errors import VaecliError
-    from ..weights.registry import (
-        DEFAULT_MODEL,
-        cached_file,
-        default_weights_path,
-        load_registry,
-        model_config,
-    )
+    from ..weights.locate import locate
+    from ..weights.registry import DEFAULT_MODEL, load_registry, model_config
 
-    def row(name: str, cached: bool, cfg: VAEConfig | None, description: str) -> dict:
+    def row(name: str, cfg: VAEConfig | None, description: str) -> dict:
+        found = locate(name, verify=False)  # directory entries only: hashes are checked when a command loads it
         return {
             "name": name,
-            "cached": cached,
+            "cached": found.found,
+            "found": found.source,  # package, vaecli-cache, hf-cache, or None (missing)
+            "path": None if found.weights is None else str(found.weights),
             "latent_channels": None if cfg is None else cfg.latent_channels,
             "downsample_factor": None if cfg is None else cfg.downsample_factor,
             "scaling_factor": None if cfg is None else cfg.scaling_factor,
@@ -34,25 +32,21 @@ def _model_rows() -> list[dict]:
             "description": description,
         }
 
-    rows = []
-    embedded = default_weights_path().is_file()
     try:
-        cfg = model_config(DEFAULT_MODEL) if embedded else None
+        cfg = model_config(DEFAULT_MODEL)
     except VaecliError:
         cfg = None
-    rows.append(row(DEFAULT_MODEL, embedded, cfg, "embedded in the package; used when no --model is given"))
+    rows = [row(DEFAULT_MODEL, cfg, "embedded in the package; used when no --model is given")]
     for name, entry in load_registry().items():
-        if entry.config is None:
-            continue  # LPIPS/VGG weights: listed by fetch-weights, not here
-        cached = all(cached_file(name, wf).is_file() for wf in entry.files)
-        rows.append(row(name, cached, model_config(name), entry.description))
+        if entry.config is not None:  # LPIPS/VGG weights: listed by fetch-weights, not here
+            rows.append(row(name, model_config(name), entry.description))
     return rows
 
 
 def models(json_: Json = False) -> int:
-    """List known models: whether their weights are cached, and their latent geometry.
+    """List known models: where their weights were found, and their latent geometry.
 
-    `channels` x (H/`factor`, W/`factor`) is the latent of an HxW image. Fetch a model with `vaecli fetch-weights NAME`.
+    `found`: package (embedded), vaecli-cache, hf-cache (the Hugging Face cache, used in place; checked when loaded) or missing; --json gives each file's path. `channels` x (H/`factor`, W/`factor`) is the latent of an HxW image. Fetch a model with `vaecli fetch-weights NAME`.
     """
     rows = _model_rows()
     if json_:
@@ -62,12 +56,12 @@ def models(json_: Json = False) -> int:
     from rich.table import Table
 
     table = Table(show_edge=False)
-    for col, justify in (("name", "left"), ("cached", "left"), ("channels", "right"), ("factor", "right"), ("scale", "right"), ("shift", "right"), ("description", "left")):
+    for col, justify in (("name", "left"), ("found", "left"), ("channels", "right"), ("factor", "right"), ("scale", "right"), ("shift", "right"), ("description", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     for r in rows:
         table.add_row(
             r["name"],
-            "yes" if r["cached"] else "no",
+            r["found"] or "missing",
             "-" if r["latent_channels"] is None else str(r["latent_channels"]),
             "-" if r["downsample_factor"] is None else str(r["downsample_factor"]),
             "-" if r["scaling_factor"] is None else f"{r['scaling_factor']:g}",

@@ -51,10 +51,10 @@ def to_bytes(norm: LatentNormalizer) -> bytes:
     return save_tensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)
 
 
-def save(norm: LatentNormalizer, path: str | Path) -> None:
-    """Write the file atomically: a reader never sees half of it."""
+def save(norm: LatentNormalizer, path: str | Path, before_replace=None) -> None:
+    """Write the file atomically: a reader never sees half of it (`before_replace`: io.atomic's last check)."""
     data = to_bytes(norm)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, before_replace) as tmp:
         Path(tmp).write_bytes(data)
 
 
