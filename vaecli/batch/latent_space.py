@@ -72,9 +72,8 @@ def from_model_latents(vae: AutoencoderKL, t: torch.Tensor, layout: str) -> torc
 
 def load_normalizer(path) -> tuple[LatentNormalizer, str, str]:
     """(the normaliser, its base64 text for latents' metadata, the sha256 of its file's bytes) from a file."""
-    norm = normalizer_file.load(path)
-    text = normalizer_file.to_text(norm)
-    return norm, text, hashlib.sha256(normalizer_file.to_bytes(norm)).hexdigest()
+    norm, data = normalizer_file.read(path)
+    return norm, normalizer_file.to_text(data), hashlib.sha256(data).hexdigest()
 
 
 def check_normalizer(norm: LatentNormalizer, vae: AutoencoderKL, source: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,7 +22,6 @@ import torch
 from .. import __version__
 from ..errors import InputError, VaecliError
 from ..io.hashing import fingerprint
-from ..io.images import SizeSpec
 from ..io.provenance import PROVENANCE_KEY, provenance_text
 from ..io.video import open_video
 from ..runtime.executor import Runner
@@ -35,40 +33,35 @@ from .encode import (
     EncodeOptions,
     Prepared,
     batch_key,
+    choose_latent,
     frame_batches,
+    frame_seeds,
     image_cost,
     prepare_image,
+    sample_seed,
 )
 from .latent_space import layout_of, pixel_multiple, stored_geometry, to_model_latents
 from .plan import Job
-from .run import DEFAULT_WORKERS, Run, run_batched
-
-
-@dataclass
-class StatsOptions:
-    size: SizeSpec = field(default_factory=SizeSpec)
-    alpha: str = "white"
-    batch_size: int | None = None
-    workers: int = DEFAULT_WORKERS
-    data_budget: int = 1 << 30
+from .run import Run, run_batched
 
 
 class Gatherer:
     """Encode jobs and fold their latents into one LatentMoments; remembers each input's sha256 for the recipe."""
 
-    def __init__(self, runner: Runner, opts: StatsOptions, run: Run):
+    def __init__(self, runner: Runner, opts: EncodeOptions, run: Run):
         self.runner, self.opts, self.run = runner, opts, run
         self.vae = runner.vae
         self.moments = LatentMoments.empty(stored_geometry(self.vae, layout_of(self.vae))[0])
         self.digests: dict[str, str] = {}  # Found.key -> sha256 of the file read
         self.batch_size = opts.batch_size or runner.default_batch_size
 
-    def latents(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> model latents (B, C', h, w): the posterior's mode, unscaled."""
-        return to_model_latents(self.vae, self.runner.encode(pixels.mul(2).sub_(1)).mode())
+    def latents(self, pixels: torch.Tensor, seeds: list[int | None]) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> model latents (B, C', h, w), unscaled: the posterior's mode, or with
+        --sample the same draw encode --sample stores."""
+        return to_model_latents(self.vae, choose_latent(self.runner.encode(pixels.mul(2).sub_(1)), seeds))
 
     def images(self, batch: list[Prepared]) -> None:
-        t = self.latents(torch.stack([p.pixels for p in batch]))  # (B, C', h, w)
+        t = self.latents(torch.stack([p.pixels for p in batch]), [sample_seed(self.opts, p.job) for p in batch])  # (B, C', h, w)
         self.moments.update(t)
         for p in batch:
             self.digests[p.job.found.key] = p.fingerprint["sha256"]
@@ -79,8 +72,9 @@ class Gatherer:
         stream = open_video(job.input, alpha=self.opts.alpha)
         frames = 0
         part = LatentMoments.empty(self.moments.channels)  # merged only once the whole video is read
+        seed = sample_seed(self.opts, job)
         for batch, *_ in frame_batches(stream, self.opts.size, pixel_multiple(self.vae), self.batch_size):
-            part.update(self.latents(torch.stack(batch)))  # (T', C', h, w)
+            part.update(self.latents(torch.stack(batch), frame_seeds(seed, frames, len(batch))))  # (T', C', h, w)
             frames += len(batch)
         if frames == 0:
             raise InputError(f"{job.input}: video has no frames")
@@ -96,18 +90,17 @@ class Gatherer:
         return {"inputs": len(self.digests), "cells": self.moments.count, "sha256": h.hexdigest()}
 
 
-def gather_moments(runner: Runner, jobs: list[Job], opts: StatsOptions, on_result=None) -> tuple[LatentMoments, dict, list[dict], dict]:
+def gather_moments(runner: Runner, jobs: list[Job], opts: EncodeOptions, on_result=None) -> tuple[LatentMoments, dict, list[dict], dict]:
     """(moments, data identity, results in input order, summary) of every job's latents."""
     run = Run(jobs, on_result, opts.data_budget)
     gatherer = Gatherer(runner, opts, run)
-    eo = EncodeOptions(size=opts.size, alpha=opts.alpha)
     multiple = pixel_multiple(runner.vae)
     try:
         for job in jobs:
             if job.error is not None:
                 run.fail(job, job.error)
         todo = [j for j in jobs if j.error is None]
-        run_batched(run, [j for j in todo if j.kind == "image"], load=lambda j: prepare_image(j, eo, multiple), cost=lambda j: image_cost(j, eo),
+        run_batched(run, [j for j in todo if j.kind == "image"], load=lambda j: prepare_image(j, opts, multiple), cost=lambda j: image_cost(j, opts),
                     key=batch_key, batch_size=gatherer.batch_size, process=gatherer.images, jobs_of=lambda b: [p.job for p in b],
                     workers=opts.workers)
         for job in todo:

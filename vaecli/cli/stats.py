@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .codec import Sample, Seed
 from .options import (
     AllowPickle,
     Alpha,
@@ -73,6 +74,8 @@ def stats(
     dtype: DtypeOpt = Dtype.auto,
     batch_size: BatchSize = None,
     max_memory: MaxMemory = None,
+    sample: Sample = False,
+    seed: Seed = 0,
     resize: Resize = None,
     center_crop: CenterCrop = False,
     alpha: AlphaOpt = Alpha.white,
@@ -83,7 +86,7 @@ def stats(
 ) -> int:
     """Per-channel and global statistics of a model's latents over a data set, and the factors a trainer should use.
 
-    The latents are those `vaecli encode` stores before scaling (raw z; FLUX.2's normalised 2x2 patches), the posterior's mode, accumulated in float64 without holding them. Prints the scaling_factor (1/std, SD convention) and shift_factor (mean, SD3/FLUX convention), and fits a normaliser (ActNorm from the data; --whiten adds a whitening LU 1x1 convolution, its log-determinant reported). -o FILE writes it for `vaecli encode --normalize FILE`; an existing FILE is replaced only when it is a vaecli normaliser, or with --overwrite.
+    The latents are those `vaecli encode` stores before scaling (raw z; FLUX.2's normalised 2x2 patches), the posterior's mode (--sample: the draw encode --sample stores), accumulated in float64 without holding them. Prints the scaling_factor (1/std, SD convention) and shift_factor (mean, SD3/FLUX convention), and fits a normaliser (ActNorm from the data; --whiten adds a whitening LU 1x1 convolution, its log-determinant reported). -o FILE writes it for `vaecli encode --normalize FILE`; an existing FILE is replaced only when it is a vaecli normaliser, or with --overwrite.
 
     Example: vaecli stats photos/ --model sdxl-vae -o sdxl-photos.safetensors
     Exit codes: 0 all inputs measured; 1 some inputs failed (the others were measured; a file is still written); 2 usage or setup error.
@@ -101,7 +104,7 @@ def stats(
     from ..batch.models import ModelFlags, digest_cache, dtype_name, make_runner
     from ..batch.plan import plan_jobs
     from ..batch.report import exit_code
-    from ..batch.stats import NormalizerOutput, StatsOptions, gather_moments
+    from ..batch.stats import NormalizerOutput, gather_moments
     from ..errors import EXIT_SOME_FAILED, VaecliError
     from ..stats.normalizer import LatentNormalizer
     from .codec import _size_spec
@@ -125,7 +128,7 @@ def stats(
         vae = load_vae(flags.model, config=flags.config, weights=flags.weights, device=rank_device(device, current_world()),
                        dtype=dtype.value, allow_pickle=allow_pickle)
         runner, budget = make_runner(vae, max_memory)
-        opts = StatsOptions(size=size, alpha=alpha.value, batch_size=batch_size, data_budget=budget)
+        opts = EncodeOptions(size=size, alpha=alpha.value, sample=sample, seed=seed, batch_size=batch_size, data_budget=budget)
         with Reporter(len(jobs), "stats", json_, quiet) as reporter:
             moments, data, results, summary = gather_moments(runner, jobs, opts, reporter)
     if moments.count < 2:
@@ -137,8 +140,7 @@ def stats(
     except ValueError as e:
         raise VaecliError(str(e)) from None
     if target is not None:
-        seen = shaping_options(EncodeOptions(size=size, alpha=alpha.value))  # the pixels encode would feed, the mode
-        options = {**seen, "dtype": dtype_name(runner.dtype), "layout": layout_of(vae), "whiten": whiten}
+        options = {**shaping_options(opts), "dtype": dtype_name(runner.dtype), "layout": layout_of(vae), "whiten": whiten}
         target.write(norm, {"model": flags.identity(digest_cache()), "options": options, "data": data})
     stats_doc = moments.summary()
     normalizer = {"file": None if output is None else str(output), "whiten": whiten, "logdet_per_cell": norm.logdet_per_cell()}
