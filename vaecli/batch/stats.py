@@ -14,13 +14,13 @@ inputs, and the sha256 of their names and contents).
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
 
 from .. import __version__
 from ..errors import InputError, VaecliError
+from ..io.atomic import scratch_path
 from ..io.hashing import fingerprint
 from ..io.provenance import PROVENANCE_KEY, provenance_text
 from ..io.video import open_video
@@ -39,6 +39,9 @@ from .encode import (
     image_cost,
     prepare_image,
     sample_seed,
+)
+from .freshness import (
+    _state,  # the output-safety rule's own look at a file (inode, size, mtime)
 )
 from .latent_space import layout_of, pixel_multiple, stored_geometry, to_model_latents
 from .plan import Job
@@ -111,14 +114,6 @@ def gather_moments(runner: Runner, jobs: list[Job], opts: EncodeOptions, on_resu
     return gatherer.moments, gatherer.data_identity(), results, run.summary(results)
 
 
-def _state(path: Path) -> tuple | None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
 def is_normalizer_file(path: Path) -> bool:
     """A file vaecli wrote as a normaliser (its header says so): the only kind -o replaces without --overwrite."""
     try:
@@ -139,6 +134,13 @@ class NormalizerOutput:
             raise VaecliError(f"{path}: a normaliser file is .safetensors")
         if path.exists() and not overwrite and not is_normalizer_file(path):
             raise VaecliError(f"{path}: already exists and is not a vaecli normaliser file; pass --overwrite to replace it, or choose another -o")
+        if not path.parent.is_dir():
+            raise VaecliError(f"{path}: its folder {path.parent} does not exist")
+        try:
+            with scratch_path(path.parent):
+                pass
+        except OSError as e:
+            raise VaecliError(f"{path}: cannot write in {path.parent} ({e.strerror or e})") from None
         self.seen = _state(path)
 
     def _guard(self) -> None:
@@ -148,4 +150,7 @@ class NormalizerOutput:
 
     def write(self, norm: LatentNormalizer, recipe: dict) -> None:
         norm.metadata[PROVENANCE_KEY] = provenance_text({"vaecli": __version__, **recipe})
-        normalizer_file.save(norm, self.path, before_replace=self._guard)
+        try:
+            normalizer_file.save(norm, self.path, before_replace=self._guard)
+        except OSError as e:  # a full disk at the end: nothing half-written is left (atomic), one line
+            raise VaecliError(f"{self.path}: cannot write ({e.strerror or e})") from None
