@@ -17,7 +17,7 @@ Modes:
   of each against vaecli's untiled decode (skipped where untiled does not fit: --no-untiled);
 - --e2e: `vaecli encode` over a folder of generated JPEGs (a subprocess) vs model-only images/s
   (the subprocess time includes interpreter and torch start-up: use enough images);
-- --layers: the layer-level A/B behind vaecli/nn's CPU choices.
+- --layers: the layer-level A/B behind vaecli.model's CPU choices.
 """
 
 from __future__ import annotations
@@ -78,10 +78,23 @@ def build_pair(cfg: VAEConfig, device: torch.device, dtype: torch.dtype, seed: i
     return ours, ref
 
 
-def agreement(ours, ref, device: torch.device, dtype: torch.dtype, size: int = 64) -> dict:
-    """Largest |vaecli - diffusers| relative to the output's scale, for encode (mean) and decode."""
-    g = torch.Generator().manual_seed(1)
-    x = (torch.rand(1, 3, size, size, generator=g) * 2 - 1).to(device, dtype)
+def photo(image: str, size: int) -> torch.Tensor:
+    """A photograph (a file, or scikit-image's `astronaut`) resized to size x size: (1, 3, size, size) in [0, 1]."""
+    if image == "astronaut":
+        import skimage.data
+
+        x = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1).float() / 255  # (3, H, W) in [0, 1]
+    else:
+        from vaecli.io.images import read_image
+
+        x = read_image(Path(image))
+    return torch.nn.functional.interpolate(x[None], size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)
+
+
+def agreement(ours, ref, device: torch.device, dtype: torch.dtype, size: int = 128) -> dict:
+    """Largest |vaecli - diffusers| relative to the output's scale, for encode (mean) and decode, on a
+    photograph (its GroupNorm groups have large means, which zero-mean noise would not exercise)."""
+    x = (photo("astronaut", size) * 2 - 1).to(device, dtype)
     with torch.inference_mode():
         m_ours = ours.encode(x).mean
         m_ref = ref.encode(x).latent_dist.mean
@@ -238,24 +251,14 @@ def bench_speed(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> li
 
 
 def tiled_latent(vae, image: str | None, size: int, device, dtype) -> torch.Tensor:
-    """The latent to decode: a photograph (a file, or scikit-image's `astronaut`) resized to size x size
-    and encoded (mode), or Gaussian noise when no image is given."""
+    """The latent to decode: a photograph (`photo`) encoded (mode), or Gaussian noise when no image is given."""
     f = vae.downsample_factor
     if image is None:
         g = torch.Generator().manual_seed(2)
         return torch.randn(1, vae.latent_channels, size // f, size // f, generator=g).to(device, dtype)
-    if image == "astronaut":
-        import skimage.data
-
-        x = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1).float() / 255  # (3, H, W) in [0, 1]
-    else:
-        from vaecli.io.images import read_image
-
-        x = read_image(Path(image))
-    x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)
     from vaecli.runtime.executor import Runner
 
-    return Runner(vae).encode((x * 2 - 1).to(device, dtype)).mode().to(dtype)
+    return Runner(vae).encode((photo(image, size) * 2 - 1).to(device, dtype)).mode().to(dtype)
 
 
 def bench_tiled(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> list[dict]:
@@ -349,33 +352,45 @@ def bench_e2e(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> list
 
 
 def bench_layers(args, cfg: VAEConfig, device: torch.device, workdir: Path) -> list[dict]:
-    """The layer-level A/B behind the CPU choices in vaecli/nn: NCHW vs channels_last ResnetBlock,
-    and nearest-x2 + 3x3 conv vs the sub-pixel form, at the SD decoder's shapes."""
+    """The layer-level A/B behind the CPU choices in vaecli.model, at the SD decoder's shapes:
+    torch's GroupNorm+Swish on NCHW (what runs) vs on channels_last (one-pass variance: fast but
+    inexact), with each one's error against float64 on an input of mean 3 and std 0.1; a ResnetBlock
+    fed NCHW vs channels_last; nearest-x2 + 3x3 conv vs the sub-pixel form."""
     import torch.nn.functional as F
 
     from vaecli.model.blocks import ResnetBlock, Upsample
+
+    def row(mode, channels, side, med, baseline, candidate, **extra):
+        r = {"mode": f"layer {mode}", "size": side, "channels": channels, "device": str(device), "candidate": candidate,
+             "baseline_s": med[baseline], "candidate_s": med[candidate], "speedup": med[baseline] / med[candidate], **extra}
+        rows.append(r)
+        print(json.dumps(r), file=sys.stderr, flush=True)
 
     rows = []
     torch.manual_seed(args.seed)
     with torch.inference_mode():
         for channels, side in ((128, 256), (512, 64)):
             block = ResnetBlock(in_channels=channels, out_channels=channels, temb_channels=0).eval().to(device)
-            x = torch.randn(1, channels, side, side, device=device)
+            x = torch.randn(1, channels, side, side, device=device) * 0.1 + 3  # a photograph's large group means
             x_cl = x.contiguous(memory_format=torch.channels_last)
+            norm = block.norm1
+            want = F.silu(F.group_norm(x.double(), norm.num_groups, norm.weight.double(), norm.bias.double(), norm.eps))
+
+            def torch_norm_swish(t):
+                return F.silu(F.group_norm(t, norm.num_groups, norm.weight, norm.bias, norm.eps), inplace=True)
+
+            errors = {f"{name}_rel_err": float((torch_norm_swish(t).double() - want).abs().max() / want.abs().max())
+                      for name, t in (("nchw", x), ("channels_last", x_cl))}
+            med = interleaved_medians({"nchw": lambda: torch_norm_swish(x), "channels_last": lambda: torch_norm_swish(x_cl)},
+                                      device, args.warmup, args.repeats)
+            row("groupnorm+swish", channels, side, med, "nchw", "channels_last", **errors)
             med = interleaved_medians({"nchw": lambda: block(x), "channels_last": lambda: block(x_cl)}, device, args.warmup, args.repeats)
-            rows.append({"mode": "layer resnet", "size": side, "channels": channels, "device": str(device),
-                         "baseline_s": med["nchw"], "candidate_s": med["channels_last"], "candidate": "channels_last",
-                         "speedup": med["nchw"] / med["channels_last"]})
+            row("resnet", channels, side, med, "nchw", "channels_last")
         for channels, side in ((512, 64), (256, 128)):
             up = Upsample(channels, True).eval().to(device)
-            x = torch.randn(1, channels, side, side, device=device).contiguous(memory_format=torch.channels_last)
+            x = torch.randn(1, channels, side, side, device=device)
             fns = {"interpolate+conv": lambda: up.conv(F.interpolate(x, scale_factor=2.0, mode="nearest")), "subpixel": lambda: up._subpixel(x)}
-            med = interleaved_medians(fns, device, args.warmup, args.repeats)
-            rows.append({"mode": "layer upsample", "size": side, "channels": channels, "device": str(device),
-                         "baseline_s": med["interpolate+conv"], "candidate_s": med["subpixel"], "candidate": "subpixel",
-                         "speedup": med["interpolate+conv"] / med["subpixel"]})
-    for r in rows:
-        print(json.dumps(r), file=sys.stderr, flush=True)
+            row("upsample", channels, side, interleaved_medians(fns, device, args.warmup, args.repeats), "interpolate+conv", "subpixel")
     return rows
 
 
@@ -393,6 +408,7 @@ COLUMNS = {  # row key -> table header; the JSON file keeps every key
     "vaecli_untiled_peak_bytes": "untiled GiB", "vaecli_tiled_psnr_vs_untiled_db": "vaecli PSNR dB",
     "diffusers_tiled_psnr_vs_untiled_db": "diffusers PSNR dB", "speedup_vs_diffusers_tiled": "ratio",
     "channels": "C", "candidate": "candidate", "baseline_s": "baseline s", "candidate_s": "candidate s", "speedup": "speedup",
+    "nchw_rel_err": "NCHW rel err", "channels_last_rel_err": "channels_last rel err",
     "model_img_per_s": "model img/s", "e2e_img_per_s": "e2e img/s", "e2e_fraction_of_model": "e2e/model",
 }
 
@@ -444,7 +460,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--weights", type=Path, default=None, help="--tiled: a trained vaecli weights file instead of random weights")
     p.add_argument("--image", default=None, help="--tiled: decode this photo's latent (a path, or `astronaut`) instead of noise")
-    p.add_argument("--layers", action="store_true", help="layer-level A/B: channels_last ResnetBlock, sub-pixel upsample")
+    p.add_argument("--layers", action="store_true", help="layer-level A/B: GroupNorm and ResnetBlock layouts, sub-pixel upsample")
     p.add_argument("--e2e", action="store_true", help="time `vaecli encode` over generated JPEGs vs the model alone")
     p.add_argument("--e2e-images", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,4 @@
-"""Shared test material: random diffusers autoencoders (the independent reference) and a wide real photograph."""
+"""Shared test material: random diffusers and vaecli autoencoders (diffusers: the independent reference) and a wide real photograph."""
 
 from __future__ import annotations
 
@@ -23,6 +23,24 @@ def random_diffusers(class_name: str = "AutoencoderKL", seed: int = 0, **kwargs)
             bn.running_mean.copy_(torch.randn_like(bn.running_mean) * 0.3)
             bn.running_var.copy_(torch.rand_like(bn.running_var) + 0.5)
     return model
+
+
+def random_vaecli(config, *, norm_weight: tuple[float, float], norm_bias: tuple[float, float], conv_bias_std: float | None = None, seed: int = 0):
+    """vaecli's AutoencoderKL with random weights whose GroupNorm affines are drawn as asked (a fresh
+    model's 1/0 affines hide wrong statistics): weights uniform in `norm_weight` (low, high), biases
+    normal with `norm_bias` (mean, std), and conv biases normal(0, `conv_bias_std`) when given."""
+    from vaecli.model import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(config).eval()
+    with torch.no_grad():
+        for m in vae.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                m.weight.uniform_(*norm_weight)
+                m.bias.normal_(*norm_bias)
+            elif conv_bias_std is not None and isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+                m.bias.normal_(0.0, conv_bias_std)
+    return vae
 
 
 def wide_photo(height: int = 301, width: int = 1029) -> np.ndarray:

@@ -27,6 +27,13 @@ def _can_mount_tmpfs() -> bool:
     return subprocess.run(probe, capture_output=True).returncode == 0
 
 
+def _on_a_private_tmpfs(mountpoint, options: str, script: str) -> subprocess.CompletedProcess:
+    """`script` (sh; `vaecli` is the real command of this tree) with a tmpfs mounted on `mountpoint`, seen by it alone."""
+    script = f"mount -t tmpfs -o {options} tmpfs {mountpoint} && " + script.replace("vaecli ", f"{sys.executable} -m vaecli ", 1)
+    return subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=os.getcwd()))
+
+
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare and mount (a private tmpfs)")
 def test_a_full_disk_fails_only_the_inputs_that_do_not_fit(tmp_path):
     """encode of 64x64 images at batch size 1 onto a 16 KiB disk: some latents fit, the others fail with
@@ -36,10 +43,8 @@ def test_a_full_disk_fails_only_the_inputs_that_do_not_fit(tmp_path):
         noise_image(src / f"img{i}.png", 64, 64, i)
     disk = tmp_path / "disk"
     disk.mkdir()
-    script = (f"mount -t tmpfs -o size=16k tmpfs {disk} && {sys.executable} -m vaecli encode {src} -o {disk}/out "
-              f"--device cpu --batch-size 1 --json > {tmp_path}/doc.json; echo $? > {tmp_path}/code; ls -a {disk}/out > {tmp_path}/left")
-    p = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    p = _on_a_private_tmpfs(disk, "size=16k", f"vaecli encode {src} -o {disk}/out --device cpu --batch-size 1 --json > {tmp_path}/doc.json; "
+                            f"echo $? > {tmp_path}/code; ls -a {disk}/out > {tmp_path}/left")
     doc = json.loads((tmp_path / "doc.json").read_text())
     statuses = [r["status"] for r in doc["results"]]
     assert (tmp_path / "code").read_text().strip() == "1", p.stderr
@@ -92,9 +97,7 @@ def test_a_report_on_a_read_only_disk_is_a_setup_error(tmp_path, cli_weights):
     src = noise_image(tmp_path / "a.png", 16, 16, 0)
     ro = tmp_path / "ro"
     ro.mkdir()
-    script = (f"mount -t tmpfs -o size=64k,ro tmpfs {ro} && {sys.executable} -m vaecli roundtrip {src} --weights {cli_weights} "
-              f"--device cpu --no-lpips --report {ro}/r.csv -o {tmp_path}/out")
-    p = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    p = _on_a_private_tmpfs(ro, "size=64k,ro", f"vaecli roundtrip {src} --weights {cli_weights} --device cpu --no-lpips "
+                            f"--report {ro}/r.csv -o {tmp_path}/out")
     assert p.returncode == 2 and "--report" in p.stderr and "Read-only file system" in p.stderr, p.stderr
     assert not (tmp_path / "out").exists()

@@ -150,3 +150,13 @@ def test_subpackages_are_attributes_after_a_bare_import(isolated, tmp_path):
     )
     result = subprocess.run([*prefix[:-1], prefix[-1] + code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_help_of_the_installed_wheel_shows_flags_without_a_type(isolated, tmp_path):
+    """Help as a clean install renders it (Typer with its own click, no separate click): `--overwrite`, not `--overwrite <bool>`."""
+    _, prefix, env = isolated
+    code = "from vaecli.cli.app import main; main()"
+    result = subprocess.run([*prefix[:-1], prefix[-1] + code, "encode", "--help"], cwd=tmp_path, env=dict(env, COLUMNS="200"),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--overwrite" in result.stdout and "<bool>" not in result.stdout and "Usage: vaecli encode [OPTIONS] INPUT..." in result.stdout

@@ -40,6 +40,7 @@ BYTES_PER_OUTPUT_PIXEL = 3 * 4 * 3  # float32 RGB decoded, cropped and clamped, 
 class DecodeOptions:
     fmt: str = "png"  # image format
     video_format: str | None = None  # mp4 | gif; None: gif for GIF sources, else mp4
+    lossless_video: bool = False  # mp4: exact RGB pixels (High 4:4:4) instead of yuv420p, which every player plays
     scaled: bool | None = None  # None: from the latent's metadata (foreign latents: scaled)
     overwrite: bool = False
     batch_size: int | None = None
@@ -112,8 +113,9 @@ class Decoder:
 
     def recipe(self, job: Job) -> Recipe:
         request = self.requests[id(job)] = self.models.request(job.header, job.input)
+        video = {"pixels": "rgb-lossless" if self.opts.lossless_video else "yuv420p"} if job.output.suffix == ".mp4" else {}
         return Recipe.of(request.identity, output="video" if job.header.is_video else "image",
-                         format=job.output.suffix[1:], scaled=self.opts.scaled, dtype=self.opts.dtype)
+                         format=job.output.suffix[1:], scaled=self.opts.scaled, dtype=self.opts.dtype, **video)
 
     def load(self, job: Job) -> Loaded:
         """Fingerprint, read and check one latent, and make sure its model is loaded (loader thread)."""
@@ -155,7 +157,8 @@ class Decoder:
         fps = meta.fps if meta is not None and meta.fps else 25.0
         results = {"frames": raw.shape[0], "fps": fps}
         doc = job.recipe.document(job.input, item.fingerprint, results)
-        with VideoWriter(job.output, fps, doc, write_guard(job.input, job.output, job.seen, self.opts.overwrite)) as out:
+        guard = write_guard(job.input, job.output, job.seen, self.opts.overwrite)
+        with VideoWriter(job.output, fps, doc, guard, lossless=self.opts.lossless_video) as out:
             for start in range(0, raw.shape[0], self.batch_size):
                 frames = crop(runner.decode(raw[start : start + self.batch_size]).cpu(), item.latent)
                 out.append(to_uint8(f) for f in frames)

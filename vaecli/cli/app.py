@@ -20,6 +20,7 @@ _ClickExc = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickEx
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, VaecliError
+from . import help_format
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all inputs done; 1 some inputs failed (the others were done); "
@@ -28,6 +29,7 @@ EXIT_CODES_HELP = (
 
 app = typer.Typer(
     name="vaecli",
+    cls=help_format.Group,
     help="Encode images and video into the latent space of latent-diffusion VAEs, decode latents, "
     "measure reconstruction quality, fetch weights.\n\n" + EXIT_CODES_HELP,
     no_args_is_help=True,
@@ -117,16 +119,16 @@ def main(argv: list[str] | None = None) -> None:
 # Commands live beside this module; each one's function is registered here, one line each.
 from . import fetch  # noqa: E402
 
-app.command("fetch-weights")(fetch.fetch_weights)
+app.command("fetch-weights", cls=help_format.Command)(fetch.fetch_weights)
 from . import codec  # noqa: E402
 
-app.command("encode")(codec.encode)
-app.command("decode")(codec.decode)
-app.command("roundtrip")(codec.roundtrip)
+app.command("encode", cls=help_format.Command)(codec.encode)
+app.command("decode", cls=help_format.Command)(codec.decode)
+app.command("roundtrip", cls=help_format.Command)(codec.roundtrip)
 from . import inspect  # noqa: E402
 
-app.command("models")(inspect.models)
-app.command("info")(inspect.info)
+app.command("models", cls=help_format.Command)(inspect.models)
+app.command("info", cls=help_format.Command)(inspect.info)
 from . import stats  # noqa: E402
 
-app.command("stats")(stats.stats)
+app.command("stats", cls=help_format.Command)(stats.stats)

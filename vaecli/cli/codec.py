@@ -34,6 +34,7 @@ from .options import (
     VideoFormat,
     Weights,
 )
+from .output import warn
 
 Inputs = Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image/video files, folders (searched recursively) or globs.")]
 NoScale = Annotated[bool, typer.Option("--no-scale", help="Store raw latents instead of scaling_factor * (z - shift_factor).")]
@@ -49,12 +50,19 @@ Normalize = Annotated[
 EXIT_CODES = "Exit codes: 0 all inputs done or up to date; 1 some inputs failed (the others were done); 2 usage or setup error."
 
 
+def _say_if_slow(dtype: Dtype, device) -> None:
+    """fp16 on a CPU has few fast kernels (bf16 and fp32 have them): say so once, before the run."""
+    if dtype == Dtype.fp16 and getattr(device, "type", str(device)) == "cpu":
+        warn("--dtype fp16 on a CPU is much slower than bf16 or fp32 (few CPU kernels for float16); use --dtype bf16 or fp32")
+
+
 def _load(flags, device, dtype, allow_pickle, max_memory):
     """The model as a Runner under its share of --max-memory, and the data budget that goes with it."""
     from ..api import load_vae
     from ..batch.models import make_runner
 
     vae = load_vae(flags.model, config=flags.config, weights=flags.weights, device=device, dtype=dtype.value, allow_pickle=allow_pickle)
+    _say_if_slow(dtype, next(vae.parameters()).device)
     return make_runner(vae, max_memory)
 
 
@@ -149,6 +157,11 @@ def decode(
     video_format: Annotated[
         Optional[VideoFormat], typer.Option("--video-format", help="Video latents: mp4 or gif. Default: gif for a GIF source, else mp4.")
     ] = None,
+    lossless_video: Annotated[
+        bool,
+        typer.Option("--lossless-video", help="mp4: exact pixels at the exact size (H.264 High 4:4:4 RGB, which many browsers and players "
+                     "refuse) instead of yuv420p, which plays everywhere (an odd width or height gets its last column or row repeated)."),
+    ] = False,
     scaled: Annotated[
         Optional[bool],
         typer.Option("--scaled/--unscaled", help="Whether the latents are scaled (scaling_factor * (z - shift)). Default: from the file's metadata; foreign files: scaled."),
@@ -175,7 +188,7 @@ def decode(
     from ..io.latents import LATENT_SUFFIXES
 
     opts = DecodeOptions(fmt=fmt.value, video_format=None if video_format is None else video_format.value, scaled=scaled,
-                         overwrite=overwrite, batch_size=batch_size)
+                         overwrite=overwrite, batch_size=batch_size, lossless_video=lossless_video)
     flags = ModelFlags(model, config, weights)
 
     def start():
@@ -183,6 +196,7 @@ def decode(
         from ..runtime.device import pick_device, resolve_dtype
 
         dev = pick_device(rank_device(device, current_world()))
+        _say_if_slow(dtype, dev)
         digests = digest_cache()
 
         def load(*args, **kwargs):
@@ -202,8 +216,11 @@ def decode(
 decode.__doc__ += "\n    " + EXIT_CODES
 
 
-def _lpips(device, enabled: bool, err):
-    """The LPIPS model on `device`, or None (not wanted, not installed yet, or weights not cached)."""
+def _lpips(device, enabled: bool, tell: bool):
+    """The LPIPS model on `device`, or None (not wanted, not installed yet, or weights not cached).
+
+    Missing weights are said once per run, as one line, and only when `tell` (never with --quiet or --json).
+    """
     if not enabled:
         return None
     try:
@@ -212,7 +229,8 @@ def _lpips(device, enabled: bool, err):
         return None
     lp = load_lpips(device)
     if lp is None:
-        print(MISSING_HINT, file=err)
+        if tell:
+            print(MISSING_HINT, file=sys.stderr)
         return None
     return lambda a, b: lp(a.to(device), b.to(device))
 
@@ -258,10 +276,15 @@ def roundtrip(
         runner, budget = _load(flags, rank_device(device, current_world()), dtype, allow_pickle, max_memory)
         eo = _encode_options(flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, sample=sample, seed=seed,
                              overwrite=overwrite)
-        opts = RoundtripOptions(eo, compare=compare, lpips=_lpips(runner.device, not no_lpips, sys.stderr))
+        opts = RoundtripOptions(eo, compare=compare, lpips=_lpips(runner.device, not no_lpips, tell=not (quiet or json_) and current_world().reports))
         return lambda jobs, on_result: roundtrip_files(runner, jobs, opts, on_result)
 
-    cmd = BatchCommand("roundtrip", "measured", MEDIA_SUFFIXES, lambda job: name_roundtrip(job, output, compare), start, metrics=True)
+    def name(job):
+        name_roundtrip(job, output, compare)
+        if compare and job.kind == "video":
+            warn(f"{job.input}: --compare writes side-by-side images of images only; none is written for a video")
+
+    cmd = BatchCommand("roundtrip", "measured", MEDIA_SUFFIXES, name, start, metrics=True)
     return run_batch(cmd, inputs, output, json_, quiet, report)
 
 

@@ -16,6 +16,7 @@ import typer
 from ..errors import EXIT_OK, EXIT_SOME_FAILED, DownloadError, VaecliError
 from ..weights import registry
 from ..weights.repos import RepoRef
+from .options import json_option
 
 
 def _entries(names: list[str], all_: bool, url: str | None, sha256: str | None, name: str | None) -> list[registry.Entry | RepoRef]:
@@ -54,7 +55,7 @@ def fetch_weights(
     name: Annotated[Optional[str], typer.Option("--name", help="Cache folder name for --url.")] = None,
     token: Annotated[Optional[str], typer.Option("--token", help="Access token for gated models (default: HF_TOKEN). Sent only to huggingface.co, its mirror, and the --url host.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or status lines.")] = False,
-    json_: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    json_: json_option("{models: [{name, files: [{path, status, sha256}], error}], failed}") = False,
 ) -> int:
     """Download pretrained weights, verified by sha256 (md5 for the LPIPS file).
 

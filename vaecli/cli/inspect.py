@@ -1,4 +1,4 @@
-"""`vaecli models` (known models, cached or not, latent geometry) and `vaecli info FILE` (metadata)."""
+"""`vaecli models` (known models, where their weights were found, latent geometry) and `vaecli info FILE` (metadata)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,27 @@ from typing import Annotated
 
 import typer
 
-from .options import Json
+from .options import json_option
 from .output import print_json
 
 
 def _model_rows() -> list[dict]:
     from ..config import VAEConfig
     from ..errors import VaecliError
-    from ..weights.locate import locate
-    from ..weights.registry import DEFAULT_MODEL, load_registry, model_config
+    from ..weights.locate import Found, locate
+    from ..weights.registry import (
+        DEFAULT_MODEL,
+        config_only_names,
+        load_registry,
+        model_config,
+    )
 
-    def row(name: str, cfg: VAEConfig | None, description: str) -> dict:
-        found = locate(name, verify=False)  # directory entries only: hashes are checked when a command loads it
+    def row(name: str, found: Found | None, cfg: VAEConfig | None, description: str) -> dict:
         return {
             "name": name,
-            "cached": found.found,
-            "found": found.source,  # package, vaecli-cache, hf-cache, or None (missing)
-            "path": None if found.weights is None else str(found.weights),
+            "cached": found is not None and found.found,
+            "found": None if found is None else found.source,  # package, vaecli-cache, hf-cache, or None (missing)
+            "path": None if found is None or found.weights is None else str(found.weights),
             "latent_channels": None if cfg is None else cfg.latent_channels,
             "downsample_factor": None if cfg is None else cfg.downsample_factor,
             "scaling_factor": None if cfg is None else cfg.scaling_factor,
@@ -32,18 +36,27 @@ def _model_rows() -> list[dict]:
             "description": description,
         }
 
+    def where(name: str) -> Found:
+        return locate(name, verify=False)  # directory entries only: hashes are checked when a command loads it
+
     try:
         cfg = model_config(DEFAULT_MODEL)
     except VaecliError:
         cfg = None
-    rows = [row(DEFAULT_MODEL, cfg, "embedded in the package; used when no --model is given")]
+    rows = [row(DEFAULT_MODEL, where(DEFAULT_MODEL), cfg, "embedded in the package; used when no --model is given")]
     for name, entry in load_registry().items():
         if entry.config is not None:  # LPIPS/VGG weights: listed by fetch-weights, not here
-            rows.append(row(name, model_config(name), entry.description))
+            rows.append(row(name, where(name), model_config(name), entry.description))
+    for name, users in config_only_names().items():  # nameable with --weights FILE; nothing to fetch
+        cfg = model_config(name)
+        rows.append(row(name, None, cfg, f"no weights published: --model {name} --weights FILE" if not users else
+                        f"the config of {', '.join(users)}; --model {name} --weights FILE"))
     return rows
 
 
-def models(json_: Json = False) -> int:
+def models(
+    json_: json_option("{models: [{name, cached, found, path, latent_channels, downsample_factor, scaling_factor, shift_factor, description}]}") = False,
+) -> int:
     """List known models: where their weights were found, and their latent geometry.
 
     `found`: package (embedded), vaecli-cache, hf-cache (the Hugging Face cache, used in place; checked when loaded) or missing; --json gives each file's path. `channels` x (H/`factor`, W/`factor`) is the latent of an HxW image. Fetch a model with `vaecli fetch-weights NAME`.
@@ -123,7 +136,7 @@ def _describe(path: Path) -> dict:
 
 def info(
     files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Latent files (.safetensors, .npy, .pt) or weights files.")],
-    json_: Json = False,
+    json_: json_option("{files: [{path, bytes, kind, tensors: [{name, shape, dtype}], metadata}]}") = False,
 ) -> int:
     """Print what a latent or weights file holds: tensors, shapes and its metadata (model, config, source, size).
 

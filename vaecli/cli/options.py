@@ -81,10 +81,14 @@ Overwrite = Annotated[
         rich_help_panel=OUTPUT_PANEL,
     ),
 ]
-Json = Annotated[
-    bool,
-    typer.Option("--json", help="Print one JSON document on stdout: {results: [...], summary: {...}}.", rich_help_panel=OUTPUT_PANEL),
-]
+
+
+def json_option(shape: str):
+    """--json, its help naming the shape of the one document this command prints (checked against it by the tests)."""
+    return Annotated[bool, typer.Option("--json", help=f"Print one JSON document on stdout: {shape}.", rich_help_panel=OUTPUT_PANEL)]
+
+
+Json = json_option("{results: [{input, output, status, error, ...}], summary: {...}}")
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table; errors still go to stderr.", rich_help_panel=OUTPUT_PANEL)]
 AlphaOpt = Annotated[Alpha, typer.Option("--alpha", help="Background that transparent pixels are composited over.")]
 Resize = Annotated[

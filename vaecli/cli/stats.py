@@ -19,13 +19,13 @@ from .options import (
     Device,
     Dtype,
     DtypeOpt,
-    Json,
     MaxMemory,
     Model,
     Overwrite,
     Quiet,
     Resize,
     Weights,
+    json_option,
 )
 
 MAX_CHANNEL_ROWS = 32  # more channels (FLUX.2's 128 patchified ones) print as ranges; --json has them all
@@ -80,7 +80,11 @@ def stats(
     center_crop: CenterCrop = False,
     alpha: AlphaOpt = Alpha.white,
     overwrite: Overwrite = False,
-    json_: Json = False,
+    json_: json_option(
+        "{results: [{input, output, status, error, shape, frames}], summary: {total, ok, skipped, failed, seconds}, "
+        "statistics: {count, channels, mean, std, min, max, global_mean, global_std, suggested: {sd, sd3_flux: "
+        "{scaling_factor, shift_factor}}}, normalizer: {file, whiten, logdet_per_cell}, data: {inputs, cells, sha256}}"
+    ) = False,
     quiet: Quiet = False,
     allow_pickle: AllowPickle = False,
 ) -> int:

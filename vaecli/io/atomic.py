@@ -53,17 +53,46 @@ def _create_locked(folder: Path, suffix: str) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "cannot create a unique temporary file", str(folder))
 
 
+def _make_folders(folder: Path) -> list[Path]:
+    """mkdir -p `folder`; returns the folders it created, deepest first."""
+    made = []
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    for f in reversed(made):
+        f.mkdir(exist_ok=True)
+    return made
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Undo _make_folders for what stayed empty (a failed output), so a failure leaves no folder behind."""
+    for f in folders:
+        try:
+            f.rmdir()
+        except OSError:  # not empty: an output, or another run's file, is in it
+            return
+
+
 @contextlib.contextmanager
 def scratch_path(folder: str | Path, suffix: str = "") -> Iterator[Path]:
-    """A locked temporary file in `folder` for intermediate data, removed on exit whatever happens."""
+    """A locked temporary file in `folder` for intermediate data, removed on exit whatever happens.
+
+    Folders it had to create are removed again if they are empty on exit: an output that failed leaves
+    nothing behind, not even its folder.
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_locked(folder, suffix)
+    made = _make_folders(folder)
+    try:
+        fd, tmp = _create_locked(folder, suffix)
+    except FileNotFoundError:  # another run removed the folder it had made, just now: make it again
+        made += _make_folders(folder)
+        fd, tmp = _create_locked(folder, suffix)
     try:
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
         os.close(fd)
+        _remove_if_empty(made)
 
 
 @contextlib.contextmanager

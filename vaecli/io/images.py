@@ -52,6 +52,25 @@ class SizeSpec:
         return cls(nums[0], nums[1] if len(nums) == 2 else None, center_crop)
 
 
+_TIFF_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "float"}
+
+
+def _tiff_layout(path: Path) -> str:
+    """For a TIFF Pillow cannot decode (32-bit float RGB, say), what its pixels are, so the error names the format."""
+    from PIL import TiffImagePlugin
+
+    try:
+        with open(path, "rb") as f:
+            ifd = TiffImagePlugin.ImageFileDirectory_v2(f.read(8))
+            f.seek(ifd.next)
+            ifd.load(f)
+    except Exception:  # noqa: BLE001 - not a TIFF at all: nothing more to say
+        return ""
+    bits = ifd.get(258, (1,))  # BitsPerSample, per channel
+    kind = _TIFF_SAMPLE_FORMATS.get((ifd.get(339) or (1,))[0], "unknown")  # SampleFormat
+    return f" (a TIFF of {ifd.get(277, 1)} channel(s) of {bits[0]}-bit {kind}; save it as 8- or 16-bit integer TIFF or PNG)"
+
+
 def open_image(path: Path) -> Image.Image:
     """Open and fully decode an image; every failure becomes a one-line InputError."""
     try:
@@ -70,7 +89,7 @@ def open_image(path: Path) -> Image.Image:
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise InputError(f"{path}: refused as a possible decompression bomb ({e})") from None
         except UnidentifiedImageError:
-            raise InputError(f"{path}: not an image Pillow can read") from None
+            raise InputError(f"{path}: not an image Pillow can read{_tiff_layout(path)}") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise InputError(f"{path}: corrupt or truncated image ({e})") from None
     return img

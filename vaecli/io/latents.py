@@ -36,6 +36,9 @@ def metadata_string(value) -> str:
     return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
+# Frame rates a video latent may record: what ffmpeg's mp4 writer takes (it fails below about 1/1000 and
+# past 1e12), bounded to what cameras record, so a bad value is refused by name before ffmpeg starts.
+FPS_RANGE = (0.01, 1000.0)
 _MAX_SIDE = 1 << 20  # pixels: far beyond any image a VAE decodes, small enough to refuse nonsense
 
 
@@ -57,7 +60,8 @@ class _Fields:
     def text(self, key: str, default: str = "") -> str:
         return self.meta.get(key, default)
 
-    def number(self, key: str, *, positive: bool = False, default: float | None = None) -> float | None:
+    def number(self, key: str, *, positive: bool = False, low: float | None = None, high: float | None = None,
+               default: float | None = None) -> float | None:
         raw = self.raw(key)
         if raw is None:
             return default
@@ -67,6 +71,8 @@ class _Fields:
             raise _field_error(self.path, key, raw, "not a number") from None
         if not math.isfinite(value) or (positive and value <= 0):
             raise _field_error(self.path, key, raw, "expected a positive finite number" if positive else "expected a finite number")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise _field_error(self.path, key, raw, f"expected {low:g} to {high:g}")
         return value
 
     def integer(self, key: str, *, low: int | None = None, high: int | None = None, default: int | None = None) -> int | None:
@@ -164,7 +170,7 @@ class LatentMeta:
             sample_seed=f.integer("sample_seed", low=0),
             weights=f.raw("weights"),
             source=f.text("source"),
-            fps=f.number("fps", positive=True),
+            fps=f.number("fps", positive=True, low=FPS_RANGE[0], high=FPS_RANGE[1]),
             frames=f.integer("frames", low=1),
             vaecli_version=f.text("vaecli_version"),
             layout=None if f.raw("layout") is None else f.choice("layout", LAYOUTS, "spatial"),

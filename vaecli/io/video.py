@@ -20,6 +20,7 @@ from PIL import Image, ImageSequence
 from ..errors import InputError
 from .atomic import atomic_path, scratch_path
 from .images import BACKGROUNDS, open_image, to_rgb_float
+from .latents import FPS_RANGE
 from .provenance import image_save_options, video_output_params
 
 FFMPEG_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
@@ -87,6 +88,9 @@ def _ffmpeg_stream(path: Path) -> VideoStream:
     if fps <= 0 or width <= 0:
         reader.close()
         raise InputError(f"{path}: video has no frame rate or size in its metadata")
+    if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
+        reader.close()
+        raise InputError(f"{path}: frame rate {fps:g} is outside {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g}")
 
     def frames() -> Iterator[torch.Tensor]:
         try:
@@ -108,6 +112,10 @@ def open_video(path: str | Path, *, alpha: str = "white") -> VideoStream:
 class VideoWriter:
     """Write (H, W, 3) uint8 frames as they come into an mp4 (H.264) or GIF, chosen by the suffix, atomically.
 
+    An mp4 is yuv420p, which every browser and player plays, with an odd width or height made even by
+    repeating the last column or row; `lossless` writes RGB H.264 at qp 0 instead (High 4:4:4): exact
+    pixels, the exact size, fewer players.
+
         with VideoWriter(path, fps) as out:
             for batch in ...: out.append(frames)
             out.provenance = {...}  # any time before the writer closes
@@ -119,8 +127,9 @@ class VideoWriter:
     frames). The target appears only when the writer closes without an error.
     """
 
-    def __init__(self, path: str | Path, fps: float, provenance: dict | None = None, before_replace=None):
+    def __init__(self, path: str | Path, fps: float, provenance: dict | None = None, before_replace=None, lossless: bool = False):
         self.path, self.fps, self.provenance, self.before_replace = Path(path), fps, provenance, before_replace
+        self.lossless = lossless
         self.is_gif = self.path.suffix.lower() == ".gif"
         self._scratch = contextlib.ExitStack()
         self._stream: Path | None = None
@@ -141,7 +150,7 @@ class VideoWriter:
                 with self._naming_errors():
                     if self._ffmpeg is None:
                         self._ffmpeg = self._open_ffmpeg(a.shape[0], a.shape[1])
-                    self._ffmpeg.append_data(a)
+                    self._ffmpeg.append_data(a if self.lossless else even_sized(a))
             self.frames += 1
 
     @contextlib.contextmanager
@@ -156,9 +165,12 @@ class VideoWriter:
     def _open_ffmpeg(self, h: int, w: int):
         import imageio.v2 as iio
 
-        # yuv420p plays everywhere but needs even sizes; odd sizes keep every pixel with yuv444p.
-        pix = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
-        return iio.get_writer(self._stream, format="FFMPEG", fps=self.fps, codec="libx264", quality=8, macro_block_size=1, pixelformat=pix)
+        if self.lossless:  # every pixel exact (RGB, no chroma subsampling), at any size; H.264 "High 4:4:4", which many players refuse
+            return iio.get_writer(self._stream, format="FFMPEG", fps=self.fps, codec="libx264rgb", quality=None, macro_block_size=1,
+                                  pixelformat="rgb24", output_params=["-qp", "0"], ffmpeg_log_level="quiet")
+        # yuv420p ("High" profile) is what browsers and players accept; it needs even sizes (see even_sized)
+        return iio.get_writer(self._stream, format="FFMPEG", fps=self.fps, codec="libx264", quality=8, macro_block_size=1, pixelformat="yuv420p",
+                              ffmpeg_log_level="quiet")  # its errors arrive as one exception, never on the terminal
 
     def _finish(self) -> None:
         if self.frames == 0:
@@ -190,6 +202,14 @@ class VideoWriter:
             self._abort()
             self._gif_frames = []
             self._scratch.close()
+
+
+def even_sized(frame: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> even H and W, as yuv420p needs, by repeating the last row or column: no pixel is lost."""
+    h, w = frame.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return frame
+    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
 def _copy_stream(source: Path, target: Path, params: list[str]) -> None:

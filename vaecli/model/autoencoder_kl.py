@@ -10,17 +10,6 @@ from ..errors import ConfigError
 from .distributions import DiagonalGaussianDistribution
 from .encoder_decoder import Decoder, Encoder
 
-# On CPU, oneDNN convolutions run about 1.3x faster on channels_last (NHWC) activations than on
-# NCHW ones (docs/benchmarks.md); the weights may stay NCHW. On CUDA cuDNN eager was slower in
-# NHWC for these models (REFERENCE.md section 4), so the input's layout is kept there.
-CPU_CHANNELS_LAST = True
-
-
-def _compute_layout(t: torch.Tensor) -> torch.Tensor:
-    if CPU_CHANNELS_LAST and t.device.type == "cpu":
-        return t.contiguous(memory_format=torch.channels_last)
-    return t
-
 
 class AutoencoderKL(nn.Module):
     """The KL-regularised first stage of latent diffusion.
@@ -53,14 +42,13 @@ class AutoencoderKL(nn.Module):
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussianDistribution:
         """(B, 3, H, W) in [-1, 1] -> posterior over raw latents (B, C, H/f, W/f)."""
-        moments = self.encoder(_compute_layout(x))  # (B, 2*z_channels, h, w)
+        moments = self.encoder(x)  # (B, 2*z_channels, h, w)
         if self.quant_conv is not None:
             moments = self.quant_conv(moments)  # (B, 2*embed_dim, h, w)
         return DiagonalGaussianDistribution(moments.contiguous())
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Raw latents (B, C, h, w) -> pixels (B, 3, h*f, w*f), nominally in [-1, 1]."""
-        z = _compute_layout(z)
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)
         return self.decoder(z).contiguous()

@@ -10,20 +10,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .normalization import Normalize, inference_inplace, nonlinearity
+from .normalization import Normalize, nonlinearity, owns_output
 
 # Which of a 3x3 kernel's taps (columns) fall on which of the two original pixels (rows) for an even
 # (0) and an odd (1) output after a nearest x2 upsample: output 2i sees upsampled inputs 2i-1, 2i,
 # 2i+1 = original i-1, i, i; output 2i+1 sees i, i, i+1.
 _FOLD = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])  # (parity, 2, 3)
+# The same for both axes at once: 3x3 tap (k, l) -> weight in phase (a, b)'s 2x2 tap (i, j)
+_TAPS_TO_PHASES = torch.einsum("aik,bjl->klabij", _FOLD, _FOLD).reshape(9, 16)  # (3*3, 2*2*2*2)
 
 
 def subpixel_kernels(weight: torch.Tensor) -> torch.Tensor:
     """A 3x3 conv after nearest x2 as 2x2 convs on the original grid, one per output parity:
-    (Co, Ci, 3, 3) -> (4*Co, Ci, 2, 2), phases in (row, col) order (0, 0), (0, 1), (1, 0), (1, 1)."""
-    fold = _FOLD.to(weight)
-    k = torch.einsum("aik,ockl,bjl->abocij", fold, weight, fold)  # (2, 2, Co, Ci, 2, 2)
-    return k.reshape(4 * weight.shape[0], weight.shape[1], 2, 2)
+    (Co, Ci, 3, 3) -> (4*Co, Ci, 2, 2), phases in (row, col) order (0, 0), (0, 1), (1, 0), (1, 1).
+
+    One small matmul (about 1% of the conv it feeds, for 512 channels), so it runs on every call:
+    a cache would go stale when weights change behind autograd's back (`weight.data.copy_()`).
+    """
+    co, ci = weight.shape[:2]
+    k = weight.reshape(co * ci, 9) @ _TAPS_TO_PHASES.to(weight)  # (Co*Ci, 16)
+    k = k.view(co, ci, 2, 2, 2, 2).permute(2, 3, 0, 1, 4, 5)  # (a, b, Co, Ci, i, j)
+    return k.reshape(4 * co, ci, 2, 2)
 
 
 class Upsample(nn.Module):
@@ -47,27 +54,11 @@ class Upsample(nn.Module):
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         return self.conv(x) if self.with_conv else x
 
-    def _phase_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(subpixel kernels, bias for the four phases); kept between calls while the weights are unchanged
-        and no graph is recorded (a 512-channel fold costs about a tenth of the conv itself)."""
-        weight, bias = self.conv.weight, self.conv.bias
-        # an in-place update bumps _version; inference tensors have none (torch lets them change only
-        # inside inference_mode, which no vaecli code does to weights), so storage identity stands in
-        version = None if weight.is_inference() else weight._version
-        key = (weight.data_ptr(), version, weight.dtype, weight.device)
-        cached = self.__dict__.get("_phase_cache")
-        if cached is not None and cached[0] == key and not torch.is_grad_enabled():
-            return cached[1], cached[2]
-        phases = (subpixel_kernels(weight), None if bias is None else bias.repeat(4))
-        if not torch.is_grad_enabled():
-            self.__dict__["_phase_cache"] = (key, *phases)  # plain attribute: not a buffer, not in state_dict
-        return phases
-
     def _subpixel(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         co = self.conv.out_channels
-        kernels, bias = self._phase_weights()
-        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernels, bias)  # (B, 4*Co, h+1, w+1)
+        bias = None if self.conv.bias is None else self.conv.bias.repeat(4)  # (4*Co,)
+        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), subpixel_kernels(self.conv.weight), bias)  # (B, 4*Co, h+1, w+1)
         layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         out = torch.empty((b, co, 2 * h, 2 * w), dtype=y.dtype, device=y.device, memory_format=layout)
         for p, (a, c) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):  # output (2i+a, 2j+c) is y[p][i+a, j+c]
@@ -123,11 +114,11 @@ class ResnetBlock(nn.Module):
                 self.nin_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1, padding=0)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        inplace = inference_inplace()  # the norm and conv outputs are fresh tensors: safe to reuse
-        h = self.conv1(nonlinearity(self.norm1(x), inplace))
+        # in place only on tensors this block made and handed to no hook; never on x, the caller's
+        h = self.conv1(nonlinearity(self.norm1(x), owns_output(self.norm1)))
         if temb is not None:
             h = h + self.temb_proj(nonlinearity(temb))[:, :, None, None]  # (B, C) -> (B, C, 1, 1)
-        h = self.conv2(self.dropout(nonlinearity(self.norm2(h), inplace)))
+        h = self.conv2(self.dropout(nonlinearity(self.norm2(h), owns_output(self.norm2))))
         if self.in_channels != self.out_channels:
             x = self.conv_shortcut(x) if self.use_conv_shortcut else self.nin_shortcut(x)
-        return h.add_(x) if inplace else x + h  # same sum either way: IEEE addition commutes
+        return h.add_(x) if owns_output(self.conv2) else x + h  # same sum either way: IEEE addition commutes

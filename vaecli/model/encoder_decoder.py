@@ -2,16 +2,49 @@
 
 Parameter names (`down[i].block[j]`, `mid.attn_1`, `norm_out`, ...) are those of CompVis/latent-diffusion
 and Stability-AI/generative-models, byte for byte, so original checkpoints load with no remapping.
+
+Each network's layer order is written once, in its `stages()`: its own `forward` walks them, and so
+does the exact tiler (vaecli.runtime.tiling), which runs each stage tile by tile by its `kind`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from .attention import make_attn
 from .blocks import Downsample, ResnetBlock, Upsample
-from .normalization import Normalize, inference_inplace, nonlinearity
+from .normalization import Normalize, nonlinearity, owns_output
+
+
+class OutputHead(NamedTuple):
+    """norm_out, Swish, conv_out: the last step of both networks (the modules stay attributes of the network)."""
+
+    norm: nn.Module
+    conv: nn.Module
+
+    def __call__(self, h: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.conv(nonlinearity(self.norm(h), owns_output(self.norm)), **kwargs)
+
+
+class Stage(NamedTuple):
+    """One step of a network's pass, in order. `kind` says what the step does to the pixel grid:
+
+    "conv" (conv_in: a conv with its padding), "resnet" (a ResnetBlock), "attn" (needs the whole
+    tensor at once), "down" (a Downsample), "up" (an Upsample), "head" (an OutputHead).
+    """
+
+    kind: str
+    module: Callable[..., torch.Tensor]
+
+    def __call__(self, h: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Run the step; extra keyword arguments (a temporal decoder's) go to blocks and the head only."""
+        if self.kind in ("resnet", "attn", "head"):
+            return self.module(h, **kwargs)
+        return self.module(h)
 
 
 def build_down_path(
@@ -79,6 +112,13 @@ def build_mid(
     return mid
 
 
+def _mid_stages(mid: nn.Module) -> Iterator[Stage]:
+    """The mid block's steps, as Encoder and Decoder run them."""
+    yield Stage("resnet", mid.block_1)
+    yield Stage("attn", mid.attn_1)
+    yield Stage("resnet", mid.block_2)
+
+
 class Encoder(nn.Module):
     """Image (B, in_channels, H, W) -> moments (B, 2*z_channels, H/f, W/f), f = 2**(len(ch_mult)-1)."""
 
@@ -131,21 +171,24 @@ class Encoder(nn.Module):
             block_in, 2 * z_channels if double_z else z_channels, kernel_size=3, stride=1, padding=1
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        temb = None
-        h = self.conv_in(x)  # no skip connections: keep only the current activation alive
-        for i_level in range(self.num_resolutions):
-            down = self.down[i_level]
+    def stages(self) -> Iterator[Stage]:
+        """The layers in the order they run, full resolution first (see the module doc)."""
+        yield Stage("conv", self.conv_in)
+        for i_level, down in enumerate(self.down):
             for i_block in range(self.num_res_blocks):
-                h = down.block[i_block](h, temb)
+                yield Stage("resnet", down.block[i_block])
                 if len(down.attn) > 0:
-                    h = down.attn[i_block](h)
+                    yield Stage("attn", down.attn[i_block])
             if i_level != self.num_resolutions - 1:
-                h = down.downsample(h)
-        h = self.mid.block_1(h, temb)
-        h = self.mid.attn_1(h)
-        h = self.mid.block_2(h, temb)
-        return self.conv_out(nonlinearity(self.norm_out(h), inference_inplace()))
+                yield Stage("down", down.downsample)
+        yield from _mid_stages(self.mid)
+        yield Stage("head", OutputHead(self.norm_out, self.conv_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x  # no skip connections: keep only the current activation alive
+        for stage in self.stages():
+            h = stage(h)
+        return h
 
 
 class Decoder(nn.Module):
@@ -239,22 +282,25 @@ class Decoder(nn.Module):
         """The last conv's weight: the adaptive GAN weight is computed from gradients at it."""
         return self.conv_out.weight
 
-    def forward(self, z: torch.Tensor, **kwargs) -> torch.Tensor:
-        self.last_z_shape = z.shape
-        temb = None
-        h = self.conv_in(z)
-        h = self.mid.block_1(h, temb, **kwargs)
-        h = self.mid.attn_1(h, **kwargs)
-        h = self.mid.block_2(h, temb, **kwargs)
+    def stages(self) -> Iterator[Stage]:
+        """The layers in the order they run, latent resolution first (see the module doc); without
+        the head when `give_pre_end` asks for the features before it."""
+        yield Stage("conv", self.conv_in)
+        yield from _mid_stages(self.mid)
         for i_level in reversed(range(self.num_resolutions)):
             up = self.up[i_level]
             for i_block in range(self.num_res_blocks + 1):
-                h = up.block[i_block](h, temb, **kwargs)
+                yield Stage("resnet", up.block[i_block])
                 if len(up.attn) > 0:
-                    h = up.attn[i_block](h, **kwargs)
+                    yield Stage("attn", up.attn[i_block])
             if i_level != 0:
-                h = up.upsample(h)
-        if self.give_pre_end:
-            return h
-        h = self.conv_out(nonlinearity(self.norm_out(h), inference_inplace()), **kwargs)
-        return torch.tanh(h) if self.tanh_out else h
+                yield Stage("up", up.upsample)
+        if not self.give_pre_end:
+            yield Stage("head", OutputHead(self.norm_out, self.conv_out))
+
+    def forward(self, z: torch.Tensor, **kwargs) -> torch.Tensor:
+        self.last_z_shape = z.shape
+        h = z
+        for stage in self.stages():
+            h = stage(h, **kwargs)
+        return torch.tanh(h) if self.tanh_out and not self.give_pre_end else h

@@ -1,29 +1,48 @@
-"""Normalisation and the activation shared by every block."""
+"""Normalisation and the activation shared by every block, and when the activation may run in place."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _module
 
 
-def Normalize(in_channels: int, num_groups: int = 32) -> nn.GroupNorm:
+class GroupNorm(nn.GroupNorm):
+    """torch's GroupNorm, computed on NCHW data on CPU whatever the input's memory layout.
+
+    Why: torch's CPU kernel for channels_last input takes the variance in one pass,
+    E[x^2] - E[x]^2, in float32, which cancels when a group's mean is large against its spread, as
+    on photographs (GroupNorm(32, 128) on a 488x776 activation of mean 3 and std 0.1: 1.7e-3
+    relative from float64, against 5e-7 for the NCHW kernel). Same parameters, same state dict.
+    The output is NCHW; elsewhere (CUDA makes its input contiguous itself) the input goes as is.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu":
+            x = x.contiguous()  # a no-op for NCHW input: the layout the models run in on CPU
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+def Normalize(in_channels: int, num_groups: int = 32) -> GroupNorm:
     """GroupNorm(32, eps=1e-6): the normalisation of every latent-diffusion autoencoder block.
 
     `num_groups` other than 32 is diffusers' `norm_num_groups`: fewer, wider groups let a spatially
     constant signal (an image's global colour) pass the norm, which one- or two-channel groups erase.
     """
-    return nn.GroupNorm(num_groups=num_groups, num_channels=in_channels, eps=1e-6, affine=True)
+    return GroupNorm(num_groups=num_groups, num_channels=in_channels, eps=1e-6, affine=True)
 
 
 def nonlinearity(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """Swish / SiLU; `inplace` overwrites x (only where autograd does not need it: see `inference_inplace`)."""
-    return torch.nn.functional.silu(x, inplace=inplace)
+    """Swish / SiLU; `inplace` overwrites x (only where nothing else holds it: see `owns_output`)."""
+    return F.silu(x, inplace=inplace)
 
 
-def inference_inplace() -> bool:
-    """True when no graph is being recorded, so activations may be overwritten in place.
+def owns_output(module: nn.Module) -> bool:
+    """True when the tensor `module` just returned may be overwritten in place: no autograd graph is
+    recorded and no forward hook (the module's own or a global one) has been handed it.
 
-    Why: on CPU every fresh full-size tensor costs page faults; reusing the GroupNorm output for
-    Swish and the conv output for the residual sum saves that, with bit-identical results.
+    Why in place at all: on CPU every fresh full-size tensor costs page faults; reusing the GroupNorm
+    output for Swish and the conv output for the residual sum saves that, with bit-identical results.
     """
-    return not torch.is_grad_enabled()
+    return not torch.is_grad_enabled() and not module._forward_hooks and not _module._global_forward_hooks

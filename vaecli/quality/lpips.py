@@ -19,7 +19,8 @@ from torch import nn
 from .pinned import cached_path, check_pin, load_exactly, read_state_dict
 
 LIN_NAME, BACKBONE_NAME = "vgg_lpips", "vgg16"
-MISSING_HINT = f"LPIPS skipped: its weights are not cached; run: vaecli fetch-weights {LIN_NAME} {BACKBONE_NAME}"
+MISSING_HINT = (f"LPIPS skipped: its weights are not cached (`vaecli fetch-weights {LIN_NAME} {BACKBONE_NAME}` downloads them, 553 MB); "
+                "--no-lpips turns this note off")
 
 # torchvision's VGG16 "D" configuration: conv widths, "M" a 2x2 max pool.
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)

@@ -218,8 +218,8 @@ class _TiledRunner:
         r0, c0 = rows.start * sh - pad[0], cols.start * sw - pad[1]
         r1, c1 = (rows.stop - 1) * sh - pad[0] + kh, (cols.stop - 1) * sw - pad[1] + kw
         window = self._window(src, r0, r1, c0, c1, **read)
-        if self.compute.type == "cpu":  # oneDNN is faster on NHWC, as in AutoencoderKL (vae.py)
-            window = window.contiguous(memory_format=torch.channels_last)
+        if self.compute.type == "cpu":  # oneDNN is faster on NHWC windows (docs/benchmarks.md); exact,
+            window = window.contiguous(memory_format=torch.channels_last)  # as no torch GroupNorm runs here
         return F.conv2d(window, conv.weight, conv.bias, stride=conv.stride)
 
     # -- layers
@@ -296,6 +296,25 @@ def _check_supported(module: nn.Module) -> None:
             raise ValueError("tiling needs conv resampling (resamp_with_conv=True), as every shipped model has")
 
 
+def _run_stages(run: _TiledRunner, h: _Activation, stages) -> _Activation:
+    """Each stage of an Encoder/Decoder (`stages()`, the order their own forward runs), tile by tile."""
+    for stage in stages:
+        m = stage.module
+        if stage.kind == "conv":
+            h = run.conv(h, m)
+        elif stage.kind == "resnet":
+            h = run.resnet(h, m)
+        elif stage.kind == "attn":
+            h = run.attention(h, m)
+        elif stage.kind in ("down", "up"):
+            h = run.conv(h, m.conv, down=stage.kind == "down", up=stage.kind == "up")
+        elif stage.kind == "head":  # output-sized (the moments, or the image): stored whole
+            h = run.conv(h, m.conv, norm=m.norm, store=True)
+        else:
+            raise ValueError(f"tiling: unknown stage kind {stage.kind!r}")
+    return h
+
+
 @torch.inference_mode()
 def tiled_encode(
     vae: AutoencoderKL,
@@ -314,24 +333,11 @@ def tiled_encode(
     device); one larger than a third of it is recomputed tile by tile instead, which bounds memory
     for any size at the cost of compute.
     """
-    enc = vae.encoder
-    _check_supported(enc)
+    _check_supported(vae.encoder)
     compute, storage = _devices(vae, offload)
     tile_size = tile_size or default_tile_size(compute)
     run = _TiledRunner(compute, storage, x.shape[-2], tile_size, vae.config.norm_num_groups, _store_limit(storage, storage_budget))
-    h = run.conv(run.whole(x), enc.conv_in)
-    for i_level in range(enc.num_resolutions):
-        down = enc.down[i_level]
-        for i_block in range(enc.num_res_blocks):
-            h = run.resnet(h, down.block[i_block])
-            if len(down.attn) > 0:
-                h = run.attention(h, down.attn[i_block])
-        if i_level != enc.num_resolutions - 1:
-            h = run.conv(h, down.downsample.conv, down=True)
-    h = run.resnet(h, enc.mid.block_1)
-    h = run.attention(h, enc.mid.attn_1)
-    h = run.resnet(h, enc.mid.block_2)
-    moments = run.conv(h, enc.conv_out, norm=enc.norm_out, store=True).tensor.to(compute)  # (B, 2*z, h, w): latent-sized
+    moments = _run_stages(run, run.whole(x), vae.encoder.stages()).tensor.to(compute)  # (B, 2*z, h, w): latent-sized
     if vae.quant_conv is not None:
         moments = vae.quant_conv(moments)
     return DiagonalGaussianDistribution(moments.to(x.device))
@@ -354,26 +360,13 @@ def tiled_decode(
     dec = vae.decoder
     _check_supported(dec)
     compute, storage = _devices(vae, offload)
-    z = z.to(compute)
+    out_device, z = z.device, z.to(compute)
     if vae.post_quant_conv is not None:
         z = vae.post_quant_conv(z)  # 1x1 at latent size: whole
     tile_size = tile_size or default_tile_size(compute)
-    run = _TiledRunner(
-        compute, storage, z.shape[-2] * vae.downsample_factor, tile_size, vae.config.norm_num_groups, _store_limit(storage, storage_budget)
-    )
-    h = run.conv(run.whole(z), dec.conv_in)
-    h = run.resnet(h, dec.mid.block_1)
-    h = run.attention(h, dec.mid.attn_1)
-    h = run.resnet(h, dec.mid.block_2)
-    for i_level in reversed(range(dec.num_resolutions)):
-        up = dec.up[i_level]
-        for i_block in range(dec.num_res_blocks + 1):
-            h = run.resnet(h, up.block[i_block])
-            if len(up.attn) > 0:
-                h = run.attention(h, up.attn[i_block])
-        if i_level != 0:
-            h = run.conv(h, up.upsample.conv, up=True)
-    out = run.conv(h, dec.conv_out, norm=dec.norm_out, store=True).tensor
+    height = z.shape[-2] * vae.downsample_factor
+    run = _TiledRunner(compute, storage, height, tile_size, vae.config.norm_num_groups, _store_limit(storage, storage_budget))
+    out = _run_stages(run, run.whole(z), dec.stages()).tensor
     if dec.tanh_out:
         out = torch.tanh(out)
-    return out.to(z.device)
+    return out.to(out_device)

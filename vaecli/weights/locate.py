@@ -109,7 +109,7 @@ def locate(model: str, *, verify: bool = True) -> Found:
         return Found(model, "folder", FOLDER, folder_weights(path), path / CONFIG_NAME)
     ref = RepoRef.parse(model)
     if ref is None:
-        known = ", ".join([registry.DEFAULT_MODEL, *(n for n, e in registry.load_registry().items() if e.config)])
+        known = ", ".join([registry.DEFAULT_MODEL, *(n for n, e in registry.load_registry().items() if e.config), *registry.config_only_names()])
         raise UnknownModelError(f"unknown model {model!r}: not a registry model ({known}), a diffusers folder, or ORG/REPO[/SUBFOLDER]")
     return _repo(ref, verify)
 
@@ -122,6 +122,8 @@ def _missing(found: Found) -> WeightsNotCachedError:
 
 def resolve_model(model: str) -> tuple[VAEConfig, Path]:
     """The config and weights file `model` names, checked; raises with the fetch command when missing."""
+    if model in registry.config_only_names():
+        raise WeightsNotCachedError(registry.no_weights_message(model))
     found = locate(model)
     if not found.found:
         raise _missing(found)
@@ -130,7 +132,7 @@ def resolve_model(model: str) -> tuple[VAEConfig, Path]:
 
 def model_config(model: str, found: Found | None = None) -> VAEConfig:
     """The config of a registry model (its shipped config), or of a repository or folder (its config.json)."""
-    if model == registry.DEFAULT_MODEL or model in registry.load_registry():
+    if model == registry.DEFAULT_MODEL or model in registry.load_registry() or model in registry.config_only_names():
         cfg = registry.model_config(model)
     else:
         found = found or locate(model)

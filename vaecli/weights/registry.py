@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ..config import VAEConfig, shipped_config
+from ..config import VAEConfig, shipped_config, shipped_config_names
 from ..errors import (
     CheckpointError,
     UnknownModelError,
@@ -95,6 +95,24 @@ def get_entry(name: str) -> Entry:
     return entries[name]
 
 
+def config_only_names() -> dict[str, list[str]]:
+    """Shipped configs that no registry entry is named after (kl-f4, kl-f16, kl-f32, sd3-vae) -> the entries
+    whose weights fit them (none for CompVis' kl-f*: their weights are pickles, not published as files here).
+
+    Such a name is a model for `--model NAME --weights FILE`; alone it has no weights to load.
+    """
+    entries = load_registry()
+    return {name: [n for n, e in entries.items() if e.config == name] for name in shipped_config_names() if name not in entries}
+
+
+def no_weights_message(name: str) -> str:
+    """Why a config-only name cannot run alone, and what to give instead."""
+    users = config_only_names()[name]
+    fetch = f"; or use {' / '.join(users)} (vaecli fetch-weights {users[0]})" if users else ""
+    return (f"model {name!r} is a shipped config with no weights published for it: give its weights file too, "
+            f"--model {name} --weights FILE (--allow-pickle for a CompVis .ckpt){fetch}")
+
+
 def default_weights_path() -> Path:
     return Path(str(resources.files("vaecli.assets") / f"{DEFAULT_MODEL}.safetensors"))
 
@@ -116,6 +134,8 @@ def model_config(name: str) -> VAEConfig:
         if cfg is None:
             raise CheckpointError(f"{path}: the embedded default model carries no vaecli config")
         return cfg
+    if name in config_only_names():
+        return shipped_config(name)
     entry = get_entry(name)
     if entry.config is None:
         raise UnknownModelError(f"{name!r} is not an autoencoder (it holds {entry.description or 'other weights'})")

@@ -1,0 +1,70 @@
+"""What the commands say on stderr to a new user: once, on one line, never under --quiet/--json, and how to act on it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.clitools import noise_image, run_main, vaecli
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAECLI_CACHE", str(tmp_path / "cache"))  # LPIPS' weights are not there
+
+
+def test_lpips_note_is_one_line_per_run_never_quiet_and_says_how_to_turn_it_off(tmp_path, capsys, cli_weights, empty_cache):
+    for i in range(3):
+        noise_image(tmp_path / "in" / f"{i}.png", 24, 16, i)
+    code, out, err = run_main(capsys, "roundtrip", tmp_path / "in", "--weights", cli_weights)
+    assert code == 0 and err.count("LPIPS skipped") == 1 and len(err.splitlines()) == 1
+    assert "--no-lpips" in err and "vaecli fetch-weights vgg_lpips vgg16" in err
+    for quiet in ("--quiet", "--json"):
+        code, out, err = run_main(capsys, "roundtrip", tmp_path / "in", "--weights", cli_weights, quiet)
+        assert code == 0 and err == "", (quiet, err)
+    code, out, err = run_main(capsys, "roundtrip", tmp_path / "in", "--weights", cli_weights, "--no-lpips")
+    assert code == 0 and err == ""
+
+
+def test_a_name_with_a_newline_stays_on_one_line_in_the_table_and_the_error(tmp_path, cli_weights, empty_cache):
+    """Through the real executable: the table row and the stderr line each name the file escaped, on one line."""
+    good = noise_image(tmp_path / "in" / "bad\nname.png", 24, 16, 0)
+    (tmp_path / "in" / "broken\nfile.png").write_bytes(b"not a png")
+    p = vaecli("roundtrip", tmp_path / "in", "--weights", cli_weights, "--no-lpips", env={"COLUMNS": "200"})
+    assert p.returncode == 1 and good.exists()
+    (error,) = p.stderr.splitlines()
+    assert error.startswith("failed: ") and "broken\\nfile.png" in error
+    rows = [line for line in p.stdout.splitlines() if "name.png" in line or "file.png" in line]
+    assert len(rows) == 2 and any("bad\\nname.png" in r and "ok" in r for r in rows) and any("broken\\nfile.png" in r and "failed" in r for r in rows)
+
+
+@pytest.mark.parametrize("command", ["encode", "roundtrip"])
+def test_same_stem_message_fits_every_command(tmp_path, capsys, cli_weights, empty_cache, command):
+    noise_image(tmp_path / "x.png", 16, 16, 0)
+    noise_image(tmp_path / "x.bmp", 16, 16, 1)
+    code, out, err = run_main(capsys, command, tmp_path / "x.png", tmp_path / "x.bmp", "-o", tmp_path / "out", "--weights", cli_weights,
+                              *(["--no-lpips"] if command == "roundtrip" else []))
+    lines = err.splitlines()
+    assert code == 1 and len(lines) == 2 and all("would also be written for" in line for line in lines)
+    assert "encode" not in err  # no advice about one command inside another
+
+
+def test_a_float_rgb_tiff_fails_naming_its_format(tmp_path, capsys, cli_weights):
+    tifffile = pytest.importorskip("tifffile")  # comes with scikit-image, a test dependency
+    from skimage import data
+
+    tifffile.imwrite(tmp_path / "hdr.tif", (data.astronaut()[:40, :48] / 255.0).astype("float32"))
+    noise_image(tmp_path / "ok.png", 16, 16, 0)
+    code, out, err = run_main(capsys, "encode", tmp_path / "hdr.tif", tmp_path / "ok.png", "--weights", cli_weights, "-o", tmp_path / "lat")
+    (line,) = err.splitlines()
+    assert code == 1 and "hdr.tif" in line and "3 channel(s) of 32-bit float" in line and (tmp_path / "lat" / "ok.safetensors").is_file()
+
+
+def test_fp16_on_a_cpu_is_said_once(tmp_path, capsys, cli_weights):
+    for i in range(2):
+        noise_image(tmp_path / "in" / f"{i}.png", 16, 16, i)
+    code, out, err = run_main(capsys, "encode", tmp_path / "in", "--weights", cli_weights, "--device", "cpu", "--dtype", "fp16", "-o", tmp_path / "lat")
+    assert code == 0 and err.count("--dtype fp16 on a CPU") == 1 and len(err.splitlines()) == 1 and "bf16" in err
+    code, out, err = run_main(capsys, "decode", tmp_path / "lat", "--device", "cpu", "--dtype", "fp16", "-o", tmp_path / "dec")
+    assert code == 0 and err.count("--dtype fp16 on a CPU") == 1
+    code, out, err = run_main(capsys, "encode", tmp_path / "in", "--weights", cli_weights, "--device", "cpu", "--dtype", "bf16", "-o", tmp_path / "b")
+    assert code == 0 and err == ""
