@@ -9,7 +9,7 @@ import pytest
 
 from tests.clitools import run_main, vaecli
 
-COMMANDS = ("encode", "decode", "roundtrip", "fetch-weights", "models", "info")
+COMMANDS = ("encode", "decode", "roundtrip", "fetch-weights", "models", "info", "stats")
 
 
 def _help(capsys, *command) -> str:

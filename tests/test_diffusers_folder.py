@@ -100,7 +100,7 @@ def test_missing_keys_take_the_class_defaults_as_in_diffusers(tmp_path):
 
 
 def _cli(*args, cwd, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vaecli", *args], capture_output=True, text=True, timeout=300, cwd=cwd, env={**os.environ, **(env or {})})
+    return subprocess.run([sys.executable, "-m", "vaecli", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd, env={**os.environ, **(env or {})})
 
 
 def test_cli_model_folder_equals_weights_and_config(tmp_path):
@@ -120,7 +120,11 @@ def test_cli_model_folder_equals_weights_and_config(tmp_path):
     assert got.tensor.shape == (4, 13, 129) and (got.tensor - want.tensor).abs().max() <= 1e-6
     assert got.meta.scaled and got.meta.scaling_factor == 0.18215
 
-    d = _cli("decode", "by-folder/photo.safetensors", "-o", "decoded", "--device", "cpu", cwd=tmp_path)
+    assert got.meta.model == str((tmp_path / "my-diffusers-folder").resolve())  # the folder, not the string typed
+
+    elsewhere = tmp_path / "elsewhere"  # decode runs from another folder: the recorded model still names the folder
+    elsewhere.mkdir()
+    d = _cli("decode", tmp_path / "by-folder" / "photo.safetensors", "-o", tmp_path / "decoded", "--device", "cpu", cwd=elsewhere)
     assert d.returncode == 0, d.stderr
     assert Image.open(tmp_path / "decoded" / "photo.png").size == (1029, 101)
 

@@ -7,13 +7,20 @@ import ast
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import save_file
 
+from tests.clitools import run_main
 from tests.reference_models import random_diffusers, to_pixels, wide_photo
 from vaecli.api import load_vae
 from vaecli.config import shipped_config
+from vaecli.io.images import to_uint8
+from vaecli.io.latents import read_latent
+from vaecli.io.provenance import read_provenance
 from vaecli.model.flux2 import AutoencoderKLFlux2, patchify, unpatchify
 from vaecli.weights import registry
 from vaecli.weights.checkpoints import guess_config_from_weights, load_weights
@@ -152,3 +159,30 @@ def test_registry_entry():
     assert entry.config == "flux2-vae" and entry.gated and "Apache-2.0" in entry.license
     assert wf.urls == ("https://huggingface.co/black-forest-labs/FLUX.2-dev/resolve/main/ae.safetensors",)
     assert wf.sha256 is None  # not published: recorded on the first download
+
+
+def test_cli_encode_writes_what_the_transformer_consumes_and_decode_inverts_it(flux2, pipeline, tmp_path, capsys):
+    """Through the CLI on a real photograph of odd size: `encode --model FOLDER` pads to a multiple of factor x patch
+    (8 x 2 here; 16 for FLUX.2) and stores Flux2Pipeline._encode_vae_image of the padded image, the layout
+    recorded; `decode` with no flags gives diffusers' decode of it, cropped back to the photograph's size."""
+    ref, folder = flux2
+    photo = wide_photo(98, 1029)  # a multiple of 4 (this model's factor) would be 100 high; of 8, 104
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    code, _, err = run_main(capsys, "encode", tmp_path / "photo.png", "--model", folder, "--device", "cpu", "-o", tmp_path / "lat")
+    assert code == 0, err
+    stored = read_latent(tmp_path / "lat" / "photo.safetensors")
+    assert stored.meta.layout == "patchified" and not stored.meta.scaled and stored.meta.size_handling.endswith("to 1032x104")
+    assert read_provenance(tmp_path / "lat" / "photo.safetensors")["options"]["layout"] == "patchified"
+
+    x = F.pad(to_pixels(photo), (0, 3, 0, 6), mode="reflect")  # (1, 3, 104, 1032): vaecli's padding, right and bottom
+    with torch.no_grad():
+        want = pipeline["_encode_vae_image"](SimpleNamespace(vae=ref, _patchify_latents=pipeline["_patchify_latents"]), x, None)
+        assert stored.tensor.shape == (16, 13, 129) and _close(stored.tensor[None], want)
+        mean = ref.bn.running_mean.view(1, -1, 1, 1)
+        std = torch.sqrt(ref.bn.running_var.view(1, -1, 1, 1) + ref.config.batch_norm_eps)
+        image = ref.decode(pipeline["_unpatchify_latents"](want * std + mean)).sample[0, :, :98, :1029]  # (3, 98, 1029)
+    code, _, err = run_main(capsys, "decode", tmp_path / "lat" / "photo.safetensors", "--device", "cpu", "-o", tmp_path / "dec")
+    assert code == 0, err
+    got = np.asarray(Image.open(tmp_path / "dec" / "photo.png")).astype(int)
+    assert got.shape == (98, 1029, 3)
+    assert np.abs(got - to_uint8(image.add(1).div(2).clamp(0, 1)).astype(int)).max() <= 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.clitools import run_main
 from tests.http_server import Route, TestServer
 from tests.hub_cache import COMMIT, add_to_hub_cache, tree_state
 from tests.reference_models import random_diffusers, wide_photo
@@ -262,3 +263,19 @@ def test_registry_file_with_a_wrong_hash_in_hub_cache_is_refused_then_downloaded
     [result] = download.fetch_entry(pinned_entry)
     assert result.status == "downloaded" and "corrupt or altered" in result.note
     assert locate.locate("tiny-pinned").source == locate.VAECLI_CACHE
+
+
+def test_models_says_where_each_models_weights_were_found(env, repo_files, pinned_entry, capsys):
+    """`vaecli models`: missing, then the Hugging Face cache's own file once it is there; the embedded default in the package."""
+
+    def rows() -> dict[str, dict]:
+        code, out, _ = run_main(capsys, "models", "--json")
+        assert code == 0
+        return {r["name"]: r for r in json.loads(out)["models"]}
+
+    before = rows()
+    assert (before["tiny-pinned"]["found"], before["tiny-pinned"]["path"]) == (None, None)
+    assert (before["vaecli-default"]["found"], Path(before["vaecli-default"]["path"])) == ("package", registry.embedded_weights_path())
+    links = add_to_hub_cache(Path(env["HF_HUB_CACHE"]), REPO, repo_files)
+    after = rows()["tiny-pinned"]
+    assert (after["found"], after["path"], after["cached"]) == ("hf-cache", str(links[WEIGHTS_PATH]), True)

@@ -28,6 +28,7 @@ from ..io.latents import (
 from ..io.video import VideoWriter
 from ..model import AutoencoderKL
 from .freshness import Recipe, write_guard
+from .latent_space import SPATIAL, latent_normalizer, stored_geometry, to_raw
 from .models import ModelRequest, ModelSource
 from .plan import Job, output_base
 from .run import DEFAULT_WORKERS, Run, run_batched, triage
@@ -66,7 +67,8 @@ def name_latent(job: Job, out_dir: Path | None, opts: DecodeOptions) -> None:
 
 
 def raw_latent(latent: Latent, vae: AutoencoderKL, scaled: bool | None) -> torch.Tensor:
-    """Undo the stored scaling: metadata's factors for our files, the model's for foreign ones; checked finite."""
+    """Undo the stored scaling (metadata's factors for our files, the model's for foreign ones), then the
+    recorded normaliser and layout (vaecli.batch.latent_space); checked finite."""
     meta = latent.meta
     is_scaled = scaled if scaled is not None else (meta.scaled if meta is not None else True)
     if not is_scaled or (meta is not None and scaled is None and meta.scaling_factor is None):
@@ -75,6 +77,9 @@ def raw_latent(latent: Latent, vae: AutoencoderKL, scaled: bool | None) -> torch
         raw = latent.tensor / meta.scaling_factor + meta.shift_factor
     else:
         raw = vae.unscale_latents(latent.tensor)
+    if meta is not None and (meta.normalizer is not None or (meta.layout or SPATIAL) != SPATIAL):
+        raw = to_raw(vae, raw[None] if raw.ndim == 3 else raw, latent_normalizer(meta.normalizer, latent.path), meta.layout or SPATIAL)
+        raw = raw[0] if latent.tensor.ndim == 3 else raw  # (C, h, w) or (T, C, h, w) as stored
     if not torch.isfinite(raw).all():
         raise InputError(f"{latent.path}: latent is not finite once unscaled (scaling_factor {meta.scaling_factor if meta else None})")
     return raw
@@ -119,8 +124,12 @@ class Decoder:
         request = self.requests[id(job)]
         with self.loading:
             vae = self.models.get(request, job.input).vae
-        check_channels(latent, vae.latent_channels)
-        check_geometry(job.input, tuple(latent.tensor.shape), latent.meta, vae.downsample_factor)
+        channels, factor = stored_geometry(vae, SPATIAL if latent.meta is None else latent.meta.layout or SPATIAL)
+        check_channels(latent, channels)
+        check_geometry(job.input, tuple(latent.tensor.shape), latent.meta, factor)
+        norm = None if latent.meta is None else latent_normalizer(latent.meta.normalizer, job.input)  # a bad one fails here, not its batch
+        if norm is not None and norm.channels != channels:
+            raise InputError(f"{job.input}: its recorded normaliser has {norm.channels} channels, the latent {channels}")
         return Loaded(job, latent, request, taken)
 
     def cost(self, job: Job) -> int:

@@ -31,7 +31,9 @@ from ..io.latents import LatentMeta, write_latent
 from ..io.video import FFMPEG_SUFFIXES, is_video, open_video
 from ..model import DiagonalGaussianDistribution
 from ..runtime.executor import Runner
+from ..stats.normalizer import LatentNormalizer
 from .freshness import Recipe, write_guard
+from .latent_space import PATCHIFIED, layout_of, pixel_multiple, to_stored
 from .models import dtype_name
 from .plan import Job, output_base
 from .run import DEFAULT_WORKERS, Run, run_batched, triage
@@ -55,6 +57,9 @@ class EncodeOptions:
     overwrite: bool = False
     workers: int = DEFAULT_WORKERS
     data_budget: int = 1 << 30
+    normalizer: LatentNormalizer | None = None  # --normalize FILE: stored instead of scaled (vaecli.batch.latent_space)
+    normalizer_text: str | None = None  # its bytes as base64, recorded in each latent
+    normalizer_sha256: str | None = None  # its identity in the recipe
 
 
 def name_media(job: Job, out_dir: Path | None, suffix: str | None) -> None:
@@ -168,27 +173,39 @@ class Encoder:
         self.vae = runner.vae
         self.batch_size = opts.batch_size or runner.default_batch_size
 
+    @property
+    def layout(self) -> str | None:
+        """Recorded only when not raw z's own ("spatial"), so other models' latents stay as they were."""
+        return PATCHIFIED if layout_of(self.vae) == PATCHIFIED else None
+
+    @property
+    def scaled(self) -> bool:
+        return self.opts.scale and self.opts.normalizer is None and self.vae.config.scaling_factor is not None
+
     def recipe(self, job: Job) -> Recipe:
-        scaled = self.opts.scale and self.vae.config.scaling_factor is not None
+        space = {"layout": self.layout} if self.layout else {}  # keys only when set: older recipes stay fresh
+        if self.opts.normalizer_sha256 is not None:
+            space["normalizer_sha256"] = self.opts.normalizer_sha256
         return Recipe.of(self.opts.model_identity, output="latent", **shaping_options(self.opts), sample_seed=sample_seed(self.opts, job),
-                         scaled=scaled, save_dist=self.opts.save_dist, dtype=dtype_name(self.runner.dtype))
+                         scaled=self.scaled, save_dist=self.opts.save_dist, dtype=dtype_name(self.runner.dtype), **space)
 
     def meta(self, job: Job, h, w, oh, ow, how, **video) -> LatentMeta:
         cfg, opts = self.vae.config, self.opts
         shaping = shaping_options(opts)
         return LatentMeta(
             model=opts.model_name or cfg.name, config=cfg.to_json(), scaling_factor=cfg.scaling_factor, shift_factor=cfg.shift_factor,
-            scaled=opts.scale and cfg.scaling_factor is not None, height=h, width=w, original_height=oh, original_width=ow,
+            scaled=self.scaled, height=h, width=w, original_height=oh, original_width=ow,
             size_handling=how, posterior=shaping["posterior"], seed=shaping["seed"], sample_seed=sample_seed(opts, job),
             preprocess=json.dumps({k: shaping[k] for k in ("resize", "center_crop", "alpha", "seed")}, sort_keys=True),
             weights=None if opts.weights is None else str(Path(opts.weights).resolve()),
-            source=str(job.input.resolve()), vaecli_version=__version__, **video,
+            source=str(job.input.resolve()), vaecli_version=__version__, layout=self.layout,
+            normalizer=opts.normalizer_text, **video,
         )
 
     def latent_of(self, x: torch.Tensor, seeds: list[int | None]) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
         post = self.runner.encode(x.mul(2).sub_(1))  # (B, 3, H, W) in [-1, 1]
         z = choose_latent(post, seeds)
-        return (self.vae.scale_latents(z) if self.opts.scale else z), post
+        return to_stored(self.vae, z, self.opts.normalizer, self.opts.scale), post
 
     def write(self, job: Job, z: torch.Tensor, meta: LatentMeta, taken: dict, dist: dict, **extra) -> None:
         doc = job.recipe.document(job.input, taken, {"shape": list(z.shape)})
@@ -210,7 +227,7 @@ class Encoder:
         latents, means, logvars, done = [], [], [], 0
         h = w = 0
         how = ""
-        for frames, h, w, how in frame_batches(stream, self.opts.size, self.vae.downsample_factor, self.batch_size):
+        for frames, h, w, how in frame_batches(stream, self.opts.size, pixel_multiple(self.vae), self.batch_size):
             z, post = self.latent_of(torch.stack(frames), frame_seeds(seed, done, len(frames)))  # (T', 3, H, W)
             latents.append(z.cpu())
             if self.opts.save_dist:
@@ -231,8 +248,8 @@ def encode_files(runner: Runner, jobs: list[Job], opts: EncodeOptions, on_result
     enc = Encoder(runner, opts, run)
     try:
         todo = triage(run, jobs, enc.recipe, opts.overwrite)
-        factor = runner.vae.downsample_factor
-        run_batched(run, [j for j in todo if j.kind == "image"], load=lambda j: prepare_image(j, opts, factor), cost=lambda j: image_cost(j, opts),
+        multiple = pixel_multiple(runner.vae)
+        run_batched(run, [j for j in todo if j.kind == "image"], load=lambda j: prepare_image(j, opts, multiple), cost=lambda j: image_cost(j, opts),
                     key=batch_key, batch_size=enc.batch_size, process=enc.images, jobs_of=lambda b: [p.job for p in b], workers=opts.workers)
         for job in todo:
             if job.kind == "video":

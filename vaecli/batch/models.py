@@ -50,14 +50,18 @@ class ModelFlags:
 
     @property
     def recorded_name(self) -> str | None:
-        """The registry name a latent records so decode can reload it; None for a model given by files."""
-        return self.model or (None if (self.config or self.weights) else registry.DEFAULT_MODEL)
+        """The model name a latent records so decode can reload it from anywhere (a registry name, a repository
+        id, a diffusers folder's absolute path, not the string typed); None for a model given by files."""
+        if self.model is None:
+            return None if (self.config or self.weights) else registry.DEFAULT_MODEL
+        return str(Path(self.model).expanduser().resolve()) if locate(self.model, verify=False).kind == "folder" else self.model
 
     def identity(self, digests: DigestCache) -> dict:
+        name = None if self.model is None else self.recorded_name
         if self.weights:
-            return model_identity(self.model, Path(self.weights), self.config, digests)
+            return model_identity(name, Path(self.weights), self.config, digests)
         weights, config_json = model_files(self.model or registry.DEFAULT_MODEL)
-        return model_identity(self.model, weights, self.config or config_json, digests)
+        return model_identity(name, weights, self.config or config_json, digests)
 
 
 def model_files(name: str) -> tuple[Path, Path | None]:

@@ -132,3 +132,6 @@ app.command("info", cls=help_format.Command)(inspect.info)
 from . import compare  # noqa: E402
 
 app.command("compare", cls=help_format.Command)(compare.compare)
+from . import stats  # noqa: E402
+
+app.command("stats", cls=help_format.Command)(stats.stats)

@@ -45,6 +45,10 @@ Seed = Annotated[
 ]
 FID_HELP = ("Also report rFID between the inputs and their reconstructions (pytorch-fid's Inception; "
             "fetch it once with `vaecli fetch-weights pt_inception`). Biased upwards below a few thousand images.")
+Normalize = Annotated[
+    Optional[Path],
+    typer.Option("--normalize", metavar="FILE", help="Store normaliser(latents) from a `vaecli stats -o FILE` file instead of scaling; decode inverts it from the latent alone."),
+]
 EXIT_CODES = "Exit codes: 0 all inputs done or up to date; 1 some inputs failed (the others were done); 2 usage or setup error."
 
 
@@ -81,6 +85,17 @@ def _encode_options(flags, runner, data_budget, **kw):
                          data_budget=data_budget, **kw)
 
 
+def _normalizer(path: Path | None, vae) -> dict:
+    """EncodeOptions' normaliser fields for --normalize FILE (checked against the model: exit 2 when it does not fit)."""
+    if path is None:
+        return {}
+    from ..batch.latent_space import check_normalizer, load_normalizer
+
+    norm, text, sha = load_normalizer(path)
+    check_normalizer(norm, vae, str(path))
+    return {"normalizer": norm, "normalizer_text": text, "normalizer_sha256": sha}
+
+
 def encode(
     inputs: Inputs,
     output: Output = None,
@@ -92,6 +107,7 @@ def encode(
     batch_size: BatchSize = None,
     max_memory: MaxMemory = None,
     no_scale: NoScale = False,
+    normalize: Normalize = None,
     save_dist: SaveDist = False,
     sample: Sample = False,
     seed: Seed = 0,
@@ -119,7 +135,7 @@ def encode(
     def start():
         runner, budget = _load(flags, rank_device(device, current_world()), dtype, allow_pickle, max_memory)
         opts = _encode_options(flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, scale=not no_scale, sample=sample,
-                               seed=seed, save_dist=save_dist, overwrite=overwrite)
+                               seed=seed, save_dist=save_dist, overwrite=overwrite, **_normalizer(normalize, runner.vae))
         return lambda jobs, on_result: encode_files(runner, jobs, opts, on_result)
 
     cmd = BatchCommand("encode", "encoded", MEDIA_SUFFIXES, lambda job: name_media(job, output, ".safetensors"), start)

@@ -1,4 +1,4 @@
-"""`vaecli models` (known models, cached or not, latent geometry) and `vaecli info FILE` (metadata)."""
+"""`vaecli models` (known models, where their weights were found, latent geometry) and `vaecli info FILE` (metadata)."""
 
 from __future__ import annotations
 
@@ -15,19 +15,20 @@ from .output import print_json
 def _model_rows() -> list[dict]:
     from ..config import VAEConfig
     from ..errors import VaecliError
+    from ..weights.locate import Found, locate
     from ..weights.registry import (
         DEFAULT_MODEL,
-        cached_file,
         config_only_names,
-        default_weights_path,
         load_registry,
         model_config,
     )
 
-    def row(name: str, cached: bool, cfg: VAEConfig | None, description: str) -> dict:
+    def row(name: str, found: Found | None, cfg: VAEConfig | None, description: str) -> dict:
         return {
             "name": name,
-            "cached": cached,
+            "cached": found is not None and found.found,
+            "found": None if found is None else found.source,  # package, vaecli-cache, hf-cache, or None (missing)
+            "path": None if found is None or found.weights is None else str(found.weights),
             "latent_channels": None if cfg is None else cfg.latent_channels,
             "downsample_factor": None if cfg is None else cfg.downsample_factor,
             "scaling_factor": None if cfg is None else cfg.scaling_factor,
@@ -35,31 +36,30 @@ def _model_rows() -> list[dict]:
             "description": description,
         }
 
-    rows = []
-    embedded = default_weights_path().is_file()
+    def where(name: str) -> Found:
+        return locate(name, verify=False)  # directory entries only: hashes are checked when a command loads it
+
     try:
-        cfg = model_config(DEFAULT_MODEL) if embedded else None
+        cfg = model_config(DEFAULT_MODEL)
     except VaecliError:
         cfg = None
-    rows.append(row(DEFAULT_MODEL, embedded, cfg, "embedded in the package; used when no --model is given"))
+    rows = [row(DEFAULT_MODEL, where(DEFAULT_MODEL), cfg, "embedded in the package; used when no --model is given")]
     for name, entry in load_registry().items():
-        if entry.config is None:
-            continue  # LPIPS/VGG weights: listed by fetch-weights, not here
-        cached = all(cached_file(name, wf).is_file() for wf in entry.files)
-        rows.append(row(name, cached, model_config(name), entry.description))
+        if entry.config is not None:  # LPIPS/VGG weights: listed by fetch-weights, not here
+            rows.append(row(name, where(name), model_config(name), entry.description))
     for name, users in config_only_names().items():  # nameable with --weights FILE; nothing to fetch
         cfg = model_config(name)
-        rows.append(row(name, False, cfg, f"no weights published: --model {name} --weights FILE" if not users else
+        rows.append(row(name, None, cfg, f"no weights published: --model {name} --weights FILE" if not users else
                         f"the config of {', '.join(users)}; --model {name} --weights FILE"))
     return rows
 
 
 def models(
-    json_: json_option("{models: [{name, cached, latent_channels, downsample_factor, scaling_factor, shift_factor, description}]}") = False,
+    json_: json_option("{models: [{name, cached, found, path, latent_channels, downsample_factor, scaling_factor, shift_factor, description}]}") = False,
 ) -> int:
-    """List known models: whether their weights are cached, and their latent geometry.
+    """List known models: where their weights were found, and their latent geometry.
 
-    `channels` x (H/`factor`, W/`factor`) is the latent of an HxW image. Fetch a model with `vaecli fetch-weights NAME`.
+    `found`: package (embedded), vaecli-cache, hf-cache (the Hugging Face cache, used in place; checked when loaded) or missing; --json gives each file's path. `channels` x (H/`factor`, W/`factor`) is the latent of an HxW image. Fetch a model with `vaecli fetch-weights NAME`.
     """
     rows = _model_rows()
     if json_:
@@ -69,12 +69,12 @@ def models(
     from rich.table import Table
 
     table = Table(show_edge=False)
-    for col, justify in (("name", "left"), ("cached", "left"), ("channels", "right"), ("factor", "right"), ("scale", "right"), ("shift", "right"), ("description", "left")):
+    for col, justify in (("name", "left"), ("found", "left"), ("channels", "right"), ("factor", "right"), ("scale", "right"), ("shift", "right"), ("description", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     for r in rows:
         table.add_row(
             r["name"],
-            "yes" if r["cached"] else "no",
+            r["found"] or "missing",
             "-" if r["latent_channels"] is None else str(r["latent_channels"]),
             "-" if r["downsample_factor"] is None else str(r["downsample_factor"]),
             "-" if r["scaling_factor"] is None else f"{r['scaling_factor']:g}",

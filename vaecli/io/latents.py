@@ -28,6 +28,7 @@ LATENT_FORMAT_KEY = "vaecli_latent_format"
 LATENT_FORMAT_VERSION = "1"
 LATENT_SUFFIXES = (".safetensors", ".npy", ".pt")
 _FOREIGN_NAMES = ("latent", "latents")
+LAYOUTS = ("spatial", "patchified")  # see vaecli.batch.latent_space
 
 
 def metadata_string(value) -> str:
@@ -134,6 +135,8 @@ class LatentMeta:
     fps: float | None = None  # video only
     frames: int | None = None  # video only
     vaecli_version: str = ""
+    layout: str | None = None  # None or "spatial": raw z's layout; "patchified": FLUX.2's BatchNorm-normalised patches
+    normalizer: str | None = None  # a normaliser file's bytes, base64 (vaecli.stats.normalizer_file): stored = normaliser(latents)
     extra: dict = field(default_factory=dict)
 
     def to_strings(self) -> dict[str, str]:
@@ -170,6 +173,8 @@ class LatentMeta:
             fps=f.number("fps", positive=True, low=FPS_RANGE[0], high=FPS_RANGE[1]),
             frames=f.integer("frames", low=1),
             vaecli_version=f.text("vaecli_version"),
+            layout=None if f.raw("layout") is None else f.choice("layout", LAYOUTS, "spatial"),
+            normalizer=f.raw("normalizer"),
             extra={k: v for k, v in meta.items() if k not in known and k not in (LATENT_FORMAT_KEY, PROVENANCE_KEY)},
         )
 

@@ -51,16 +51,16 @@ def to_bytes(norm: LatentNormalizer) -> bytes:
     return save_tensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)
 
 
-def save(norm: LatentNormalizer, path: str | Path) -> None:
-    """Write the file atomically: a reader never sees half of it."""
+def save(norm: LatentNormalizer, path: str | Path, before_replace=None) -> None:
+    """Write the file atomically: a reader never sees half of it (`before_replace`: io.atomic's last check)."""
     data = to_bytes(norm)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, before_replace) as tmp:
         Path(tmp).write_bytes(data)
 
 
-def to_text(norm: LatentNormalizer) -> str:
-    """The file's bytes as base64, for a latent's (string) metadata."""
-    return base64.b64encode(to_bytes(norm)).decode("ascii")
+def to_text(norm: LatentNormalizer | bytes) -> str:
+    """A normaliser file's bytes (as read, or made from `norm`) as base64, for a latent's (string) metadata."""
+    return base64.b64encode(norm if isinstance(norm, bytes) else to_bytes(norm)).decode("ascii")
 
 
 def _check(t: dict[str, torch.Tensor], source: str) -> tuple[int, bool]:
@@ -119,14 +119,20 @@ def from_bytes(data: bytes, source: str = "normaliser") -> LatentNormalizer:
     return norm
 
 
-def load(path: str | Path) -> LatentNormalizer:
+def read(path: str | Path) -> tuple[LatentNormalizer, bytes]:
+    """The normaliser in a file, and the file's bytes: its identity (the bytes `to_bytes` makes differ from
+    one process to the next, safetensors ordering the metadata at random)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read normaliser ({e.strerror or e})") from None
-    return from_bytes(data, str(path))
+    return from_bytes(data, str(path)), data
+
+
+def load(path: str | Path) -> LatentNormalizer:
+    return read(path)[0]
 
 
 def from_text(text: str, source: str = "latent metadata") -> LatentNormalizer:
