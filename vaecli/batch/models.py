@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..config import VAEConfig
-from ..errors import InputError, VaecliError, WeightsNotCachedError
+from ..errors import InputError, UnknownModelError, VaecliError, WeightsNotCachedError
 from ..io.hashing import DigestCache
 from ..io.latents import LatentHeader
 from ..model import AutoencoderKL
@@ -54,7 +54,11 @@ class ModelFlags:
         id, a diffusers folder's absolute path, not the string typed); None for a model given by files."""
         if self.model is None:
             return None if (self.config or self.weights) else registry.DEFAULT_MODEL
-        return str(Path(self.model).expanduser().resolve()) if locate(self.model, verify=False).kind == "folder" else self.model
+        try:
+            folder = locate(self.model, verify=False).kind == "folder"
+        except UnknownModelError:  # a shipped config's name, with --weights FILE (--model kl-f4)
+            return self.model
+        return str(Path(self.model).expanduser().resolve()) if folder else self.model
 
     def identity(self, digests: DigestCache) -> dict:
         name = None if self.model is None else self.recorded_name
