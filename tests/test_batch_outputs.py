@@ -133,3 +133,21 @@ def test_outputs_inside_an_input_folder_are_not_taken_for_inputs(tmp_path, capsy
         assert code == 0 and [r["input"] for r in doc["results"]] == [str(photos / "a.png")]
     assert doc["results"][0]["status"] == "skipped"  # the second run: up to date, its metrics reported again
     assert sorted(snapshot(photos)) == ["a.png", "recon/a.png"]
+
+
+def test_names_with_dots_keep_all_but_their_last_suffix(tmp_path, capsys, cli_weights):
+    """`img.001.png`, `img.002.png` and `v1.0.png` through encode, decode and roundtrip: only the last suffix
+    is replaced (before, both img.* mapped to img.safetensors and failed as a clash, v1.0.png became v1.*)."""
+    src = tmp_path / "src"
+    names = ["img.001", "img.002", "v1.0"]
+    for i, stem in enumerate(names):
+        noise_image(src / f"{stem}.png", 16, 24, i)
+    code, doc, err = run_json(capsys, "encode", src, "-o", tmp_path / "enc", *_common(cli_weights))
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == [f"{n}.safetensors" for n in names]
+    code, doc, err = run_json(capsys, "decode", tmp_path / "enc", "-o", tmp_path / "dec")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == [f"{n}.png" for n in names]
+    code, doc, err = run_json(capsys, "roundtrip", src, "-o", tmp_path / "rt", *_common(cli_weights), "--no-lpips", "--compare")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "rt").iterdir()) == sorted(f"{n}{s}" for n in names for s in (".png", ".compare.png"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vaecli.batch.inputs import Found, expand_inputs
-from vaecli.batch.plan import Job, output_base, plan_jobs
+from vaecli.batch.plan import Job, output_path, plan_jobs
 from vaecli.batch.roundtrip import LPIPS_BYTES_PER_PIXEL, lpips_within
 from vaecli.batch.run import Run, run_batched
 from vaecli.config import VAEConfig
@@ -111,7 +111,7 @@ def test_expand_and_plan(tmp_path):
     assert len(warnings) == 2 and "matches no" in warnings[0] and "nothing to do" in warnings[1]
 
     def name(job):
-        job.outputs = (output_base(job.found, tmp_path / "out").with_suffix(".safetensors"),)
+        job.outputs = (output_path(job.found, tmp_path / "out", ".safetensors"),)
 
     jobs = plan_jobs(expand_inputs([str(tmp_path / "d"), str(tmp_path / "e.png")], (".png", ".jpg"), warnings.append), name)
     outs = {str(j.input.relative_to(tmp_path)): (j.output, j.error) for j in jobs}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -30,6 +31,7 @@ def _encode(args, env_extra=None):
 
 
 NAMES = ["a.png", "b.png", "sub/c.png", "sub/d.png", "e.png"]
+METRIC_REL = METRIC_ABS = 1e-7  # float32's epsilon: see the roundtrip comparison below
 
 
 def _one_and_two_ranks(tmp_path, capsys, command: list[str], inputs, tag: str) -> tuple[dict, dict]:
@@ -49,7 +51,7 @@ def _one_and_two_ranks(tmp_path, capsys, command: list[str], inputs, tag: str) -
 
 def test_torchrun_two_cpu_ranks_match_one_process(tmp_path, capsys, tiny_weights):
     """encode, then decode and roundtrip of the result, each sharded over 2 ranks: every input done
-    exactly once, outputs and metrics identical to a single process's."""
+    exactly once, outputs and statuses identical to a single process's, metrics equal to float32 rounding."""
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
     for i, name in enumerate(NAMES):  # two sizes, so batches group differently per rank
@@ -68,6 +70,10 @@ def test_torchrun_two_cpu_ranks_match_one_process(tmp_path, capsys, tiny_weights
 
     single, report = _one_and_two_ranks(tmp_path, capsys, ["roundtrip", "--weights", str(tiny_weights), "--no-lpips"], src, "rt")
     assert [r["input"] for r in report["results"]] == [r["input"] for r in single["results"]]  # input order restored
-    assert [r["psnr"] for r in report["results"]] == [r["psnr"] for r in single["results"]]
-    assert report["summary"]["mean_psnr"] == single["summary"]["mean_psnr"]
-    assert report["summary"]["mean_ssim"] == single["summary"]["mean_ssim"]
+    assert [r["status"] for r in report["results"]] == [r["status"] for r in single["results"]] == ["ok"] * len(NAMES)
+    # The metrics come from float32 reconstructions, whose convolutions may sum in an order that depends on the
+    # thread count (one process here, OMP_NUM_THREADS=1 per rank): seen 1.1e-9 relative on PSNR. float32's
+    # epsilon (1.2e-7) bounds such noise; pairing a wrong image or a wrong rank's result moves them by far more.
+    assert [r["psnr"] for r in report["results"]] == pytest.approx([r["psnr"] for r in single["results"]], rel=METRIC_REL, abs=METRIC_ABS)
+    assert report["summary"]["mean_psnr"] == pytest.approx(single["summary"]["mean_psnr"], rel=METRIC_REL, abs=METRIC_ABS)
+    assert report["summary"]["mean_ssim"] == pytest.approx(single["summary"]["mean_ssim"], rel=METRIC_REL, abs=METRIC_ABS)

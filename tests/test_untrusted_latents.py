@@ -72,6 +72,9 @@ def decoded(tmp_path_factory, good_latent, cli_weights) -> dict:
     _rewritten(good_latent, latents / "not-weights.safetensors", weights=str(notes))
     _rewritten(good_latent, latents / "other-config.safetensors", config=_config(num_res_blocks=4, name="claimed"))
     _rewritten(good_latent, latents / "plain-other.safetensors", config=_config(ch=64), weights=str(plain))
+    with safe_open(str(good_latent), framework="pt") as f:  # valid metadata on a latent with an empty side
+        empty = {k: f.get_tensor(k)[:, :0] for k in f.keys()}  # (C, 0, w)
+        save_file(empty, str(latents / "empty.safetensors"), metadata=f.metadata())
     env = {k: v for k, v in os.environ.items() if k != "VAECLI_DEBUG"}
     out = folder / "out"
     p = subprocess.run(
@@ -121,3 +124,9 @@ def test_config_disagreeing_with_plain_weights_is_refused(decoded):
     """Weights without a config of their own: their tensor shapes tell the architecture."""
     error = _error(decoded, "plain-other")
     assert "another architecture" in error and "ch 32 (file) vs 64 (config)" in error
+
+
+def test_a_latent_with_an_empty_side_is_refused(decoded):
+    """Before: a (C, 0, w) latent divided by zero while planning and aborted the whole run (exit 2)."""
+    error = _error(decoded, "empty")
+    assert "every dimension must be at least 1" in error and ", 0, " in error

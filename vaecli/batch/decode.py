@@ -30,7 +30,7 @@ from ..model import AutoencoderKL
 from .freshness import Recipe, write_guard
 from .latent_space import SPATIAL, latent_normalizer, stored_geometry, to_raw
 from .models import ModelRequest, ModelSource
-from .plan import Job, output_base
+from .plan import Job, output_path
 from .run import DEFAULT_WORKERS, Run, run_batched, triage
 
 BYTES_PER_OUTPUT_PIXEL = 3 * 4 * 3  # float32 RGB decoded, cropped and clamped, then 8-bit
@@ -61,9 +61,8 @@ def name_latent(job: Job, out_dir: Path | None, opts: DecodeOptions) -> None:
     """Plan a latent: peek at it, then OUT/<stem>.<fmt> (beside it: <stem>.decoded.<fmt>)."""
     job.kind = "latent"
     job.header = peek_latent(job.input)
-    base = output_base(job.found, out_dir)
     middle = "" if out_dir is not None else ".decoded"
-    job.outputs = (base.with_name(f"{base.name}{middle}.{output_suffix(job.header, opts)}"),)
+    job.outputs = (output_path(job.found, out_dir, f"{middle}.{output_suffix(job.header, opts)}"),)
 
 
 def raw_latent(latent: Latent, vae: AutoencoderKL, scaled: bool | None) -> torch.Tensor:

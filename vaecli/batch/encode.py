@@ -35,7 +35,7 @@ from ..stats.normalizer import LatentNormalizer
 from .freshness import Recipe, write_guard
 from .latent_space import PATCHIFIED, layout_of, pixel_multiple, to_stored
 from .models import dtype_name
-from .plan import Job, output_base
+from .plan import Job, output_path
 from .run import DEFAULT_WORKERS, Run, run_batched, triage
 
 MEDIA_SUFFIXES = IMAGE_SUFFIXES + FFMPEG_SUFFIXES
@@ -65,7 +65,7 @@ class EncodeOptions:
 def name_media(job: Job, out_dir: Path | None, suffix: str | None) -> None:
     """Plan a media input: image or video, and OUT/<stem><suffix> (None: no output)."""
     job.kind = "video" if is_video(job.input) else "image"
-    job.outputs = () if suffix is None else (output_base(job.found, out_dir).with_suffix(suffix),)
+    job.outputs = () if suffix is None else (output_path(job.found, out_dir, suffix),)
 
 
 def sample_seed(opts: EncodeOptions, job: Job) -> int | None:

@@ -48,12 +48,11 @@ class Job:
         return self.outputs[0] if self.outputs else None
 
 
-def output_base(found: Found, out_dir: Path | None) -> Path:
-    """OUT/<relative path without its suffix> (folder inputs mirrored under OUT), or beside the input."""
-    if out_dir is None:
-        return found.path.with_name(found.path.stem)
-    rel = found.relative
-    return out_dir / rel.with_name(rel.stem)
+def output_path(found: Found, out_dir: Path | None, suffix: str) -> Path:
+    """OUT/<relative path without its last suffix><suffix> (folder inputs mirrored under OUT), or beside the
+    input. Only the last suffix goes: img.001.png -> img.001.safetensors (Path.with_suffix would give img.safetensors)."""
+    source = found.path if out_dir is None else out_dir / found.relative
+    return source.with_name(source.stem + suffix)
 
 
 def plan_jobs(found: list[Found], name: Callable[[Job], None]) -> list[Job]:

@@ -44,7 +44,7 @@ from .encode import (
 )
 from .freshness import Recipe, write_guard
 from .models import dtype_name
-from .plan import Job, output_base
+from .plan import Job, output_path
 from .report import with_metric_means
 from .run import Run, run_batched, triage
 
@@ -75,11 +75,10 @@ def name_roundtrip(job: Job, out_dir: Path | None, compare: bool) -> None:
     job.kind = "video" if is_video(job.input) else "image"
     if out_dir is None:
         return
-    base = output_base(job.found, out_dir)
     if job.kind == "video":
-        job.outputs = (base.with_suffix(".gif" if job.input.suffix.lower() == ".gif" else ".mp4"),)
+        job.outputs = (output_path(job.found, out_dir, ".gif" if job.input.suffix.lower() == ".gif" else ".mp4"),)
     else:
-        recon = base.with_suffix(".png")
+        recon = output_path(job.found, out_dir, ".png")
         job.outputs = (recon, compare_path(recon)) if compare else (recon,)
 
 

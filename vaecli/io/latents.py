@@ -242,6 +242,8 @@ def _normalised(path: Path, shape: tuple[int, ...], meta: LatentMeta | None) -> 
         shape = shape[1:]  # a foreign (1, C, h, w) batch of one -> (C, h, w)
     if len(shape) not in (3, 4):
         raise InputError(f"{path}: latent has shape {list(shape)}; expected [C,h,w] or [T,C,h,w]")
+    if min(shape) <= 0:  # an empty side: nothing to decode, and planning's cost would divide by it
+        raise InputError(f"{path}: latent has shape {list(shape)}; every dimension must be at least 1")
     return shape
 
 
