@@ -14,6 +14,7 @@ import warnings
 import torch
 
 from ..model import AutoencoderKL, DiagonalGaussianDistribution
+from .device import exact_float32
 from .memory import MemoryPolicy, is_out_of_memory
 from .tiling import tiled_decode, tiled_encode
 
@@ -27,6 +28,7 @@ class Runner:
         self.vae = vae
         self.memory = memory or MemoryPolicy()
         self._fp32: AutoencoderKL | None = None
+        exact_float32(self.device, self.dtype)
 
     @property
     def device(self) -> torch.device:
