@@ -151,3 +151,23 @@ def test_names_with_dots_keep_all_but_their_last_suffix(tmp_path, capsys, cli_we
     code, doc, err = run_json(capsys, "roundtrip", src, "-o", tmp_path / "rt", *_common(cli_weights), "--no-lpips", "--compare")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "rt").iterdir()) == sorted(f"{n}{s}" for n in names for s in (".png", ".compare.png"))
+
+
+def test_report_never_replaces_a_file_vaecli_did_not_write(tmp_path, capsys, cli_weights):
+    """`--report precious.json` over the user's own JSON replaced it (found by a fresh-eyes check): now a
+    setup error before any work unless --overwrite; a report vaecli wrote is replaced by a rerun."""
+    noise_image(tmp_path / "a.png", 16, 24, 0)
+    mine = {"precious.json": '{"my": "caption data"}\n', "notes.csv": "name,caption\na,cat\n", "page.html": "<html>mine</html>\n"}
+    for name, text in mine.items():
+        (tmp_path / name).write_text(text)
+        code, out, err = run_main(capsys, "roundtrip", tmp_path / "a.png", *_common(cli_weights), "--no-lpips", "--report", tmp_path / name)
+        assert code == 2 and "exists and is not a report vaecli wrote" in err and err.count("Error") == 1, err
+        assert (tmp_path / name).read_text() == text
+    for name in ("ours.json", "ours.csv"):  # written by vaecli, then rerun: replaced
+        for _ in range(2):
+            code, out, err = run_main(capsys, "roundtrip", tmp_path / "a.png", *_common(cli_weights), "--no-lpips", "--report", tmp_path / name)
+            assert code == 0, err
+    code, out, err = run_main(capsys, "roundtrip", tmp_path / "a.png", *_common(cli_weights), "--no-lpips", "--overwrite",
+                              "--report", tmp_path / "precious.json")
+    assert code == 0, err
+    assert '"summary"' in (tmp_path / "precious.json").read_text()

@@ -67,10 +67,16 @@ def check_output_folder(output: Path | None) -> None:
     _probe_writable(ancestor, "-o/--output", output)
 
 
-def check_report(report: Path | None, html: bool = False) -> None:
-    """--report must name a .csv or .json (or, where the command renders one, .html) file whose folder exists and can be written in."""
+def check_report(report: Path | None, html: bool = False, overwrite: bool = False) -> None:
+    """--report must name a .csv or .json (or, where the command renders one, .html) file whose folder exists and
+    can be written in; an existing file is replaced only when vaecli wrote it (a report) or with --overwrite, the
+    output-safety rule every other output follows."""
     if report is None:
         return
+    from .output import is_vaecli_report
+
+    if report.is_file() and not overwrite and not is_vaecli_report(report):
+        raise typer.BadParameter(f"{report}: exists and is not a report vaecli wrote; name another file or pass --overwrite", param_hint="--report")
     kinds = (".csv", ".json", ".html") if html else (".csv", ".json")
     if report.suffix.lower() not in kinds:
         raise typer.BadParameter(f"{report}: use a {', '.join(kinds[:-1])} or {kinds[-1]} file", param_hint="--report")
@@ -82,7 +88,8 @@ def check_report(report: Path | None, html: bool = False) -> None:
     _probe_writable(parent, "--report", report)
 
 
-def run_batch(cmd: BatchCommand, inputs: list[str], output: Path | None, json_: bool, quiet: bool, report: Path | None = None) -> int:
+def run_batch(cmd: BatchCommand, inputs: list[str], output: Path | None, json_: bool, quiet: bool, report: Path | None = None,
+              overwrite: bool = False) -> int:
     """Run one batch command end to end; returns its exit code (0 all done, 1 some inputs failed)."""
     from ..batch.distributed import current_world, gather_report, shard
     from ..batch.inputs import expand_inputs
@@ -91,7 +98,7 @@ def run_batch(cmd: BatchCommand, inputs: list[str], output: Path | None, json_: 
     from ..errors import VaecliError
 
     check_output_folder(output)
-    check_report(report, html=cmd.html is not None)
+    check_report(report, html=cmd.html is not None, overwrite=overwrite)
     world = current_world()  # under torchrun: this rank's share of the inputs, rank 0 reports
     with plain_warnings():
         found = expand_inputs(inputs, cmd.suffixes, warn, exclude=output)

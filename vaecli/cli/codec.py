@@ -341,7 +341,7 @@ def roundtrip(
                            {label: results}, gallery)
 
     cmd = BatchCommand("roundtrip", "measured", MEDIA_SUFFIXES, name, start, metrics=True, html=html)
-    return run_batch(cmd, inputs, output, json_, quiet, report)
+    return run_batch(cmd, inputs, output, json_, quiet, report, overwrite)
 
 
 roundtrip.__doc__ += "\n    " + EXIT_CODES

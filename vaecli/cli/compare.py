@@ -124,7 +124,7 @@ def compare(
     if report is not None and report.suffix.lower() not in (".html", ".json"):
         raise typer.BadParameter(f"{report}: use a .html or .json file", param_hint="--report")
     check_output_folder(output)
-    check_report(report, html=True)
+    check_report(report, html=True, overwrite=overwrite)
     _refuse_under_torchrun(fid, report)
     if current_world().is_distributed:
         raise typer.BadParameter("compare runs in one process; not under torchrun", param_hint="compare")

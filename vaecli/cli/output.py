@@ -146,6 +146,29 @@ def report_text(path: Path, results: list[dict], summary: dict) -> str:
     return buf.getvalue()
 
 
+def is_vaecli_report(path: Path) -> bool:
+    """Whether `path` holds a report vaecli wrote (so a rerun may replace it): our JSON document's keys, our CSV
+    header, or the generator tag of our HTML. Anything else is the user's and is never replaced silently."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    text = head.decode("utf-8", errors="replace")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return text.startswith("input,output,status,error")
+    if suffix == ".html":
+        return '<meta name="generator" content="vaecli">' in text
+    if suffix == ".json":
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(document, dict) and ({"results", "summary"} <= document.keys() or {"models", "best", "results"} <= document.keys())
+    return False
+
+
 def write_report(path: Path, results: list[dict], summary: dict, text: str | None = None) -> None:
     """Write --report atomically (its folder was checked before the run started); `text`: an already rendered document (HTML)."""
     from ..io.atomic import atomic_path
