@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 METRIC_COLUMNS = ("psnr", "ssim", "lpips")
+CSV_FIELDS = ["input", "output", "status", "error", *METRIC_COLUMNS, "frames"]  # --report FILE.csv, one row per input
 
 
 def printable(text: str) -> str:
@@ -140,7 +141,7 @@ def report_text(path: Path, results: list[dict], summary: dict) -> str:
     if path.suffix.lower() == ".json":
         return json.dumps(_finite({"results": results, "summary": summary}), indent=2) + "\n"
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["input", "output", "status", "error", *METRIC_COLUMNS, "frames"], extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(_finite(results))
     return buf.getvalue()
@@ -149,23 +150,21 @@ def report_text(path: Path, results: list[dict], summary: dict) -> str:
 def is_vaecli_report(path: Path) -> bool:
     """Whether `path` holds a report vaecli wrote (so a rerun may replace it): our JSON document's keys, our CSV
     header, or the generator tag of our HTML. Anything else is the user's and is never replaced silently."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(1 << 16)
-    except OSError:
-        return False
-    text = head.decode("utf-8", errors="replace")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return text.startswith("input,output,status,error")
-    if suffix == ".html":
-        return '<meta name="generator" content="vaecli">' in text
-    if suffix == ".json":
-        try:
+    try:
+        if suffix == ".json":  # a JSON document is judged whole, so it is read whole, once
             document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False
-        return isinstance(document, dict) and ({"results", "summary"} <= document.keys() or {"models", "best", "results"} <= document.keys())
+            return isinstance(document, dict) and ({"results", "summary"} <= document.keys() or {"models", "best", "results"} <= document.keys())
+        with open(path, "rb") as f:
+            head = f.read(1 << 16).decode("utf-8", errors="replace")
+    except (OSError, ValueError):
+        return False
+    if suffix == ".csv":
+        return head.startswith(",".join(CSV_FIELDS[:4]))  # the fixed columns; the metric ones vary by version
+    if suffix == ".html":
+        from ..quality.report_html import GENERATOR_TAG
+
+        return GENERATOR_TAG in head
     return False
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .gallery import HEATMAP_FULL_SCALE, Gallery, GalleryEntry, thumbnail_size
 
+GENERATOR_TAG = '<meta name="generator" content="vaecli">'  # how a rerun knows the file is a report vaecli wrote
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
@@ -170,7 +171,7 @@ def render_report(title: str, rows: list[dict], columns: list[Column], best: dic
     legend = (f"Error heatmaps: mean absolute error over RGB, black 0 to pale yellow {HEATMAP_FULL_SCALE * 255:.0f}/255 and above. "
               "Crops are at full resolution, enlarged 3x; the green box marks the crop on the input.")
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="vaecli"><meta name="viewport" content="width=device-width,initial-scale=1">
+<html lang="en"><head><meta charset="utf-8">{GENERATOR_TAG}<meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{_esc(title)}</title><style>{_CSS}</style></head>
 <body><h1>{_esc(title)}</h1>
 {_table(rows, columns, best)}{note_html}{fail_html}
