@@ -68,7 +68,7 @@ class Recipe:
         }
 
 
-def _state(path: Path) -> tuple | None:
+def file_state(path: Path) -> tuple | None:
     """What a later look compares against: None when absent, else (inode, size, mtime_ns)."""
     try:
         st = os.lstat(path)
@@ -133,7 +133,7 @@ def decide(source: Path, outputs: tuple[Path, ...], recipe: Recipe, overwrite: b
     """
     fresh, recorded = True, None
     for out in outputs:
-        seen[out] = _state(out)
+        seen[out] = file_state(out)
         if seen[out] is None:
             fresh = False
             continue
@@ -161,7 +161,7 @@ def write_guard(source: Path, output: Path, seen: dict, overwrite: bool):
     it may be replaced only when it is ours (another vaecli run for the same source) or with --overwrite."""
 
     def check() -> None:
-        if overwrite or _state(output) == seen.get(output):
+        if overwrite or file_state(output) == seen.get(output):
             return
         if not _ours(read_provenance(output), source, SourceHashes()):
             raise InputError(f"{source}: {output} appeared or changed during the run and is not ours to replace; left as it is")

@@ -41,7 +41,7 @@ from .encode import (
     sample_seed,
 )
 from .freshness import (
-    _state,  # the output-safety rule's own look at a file (inode, size, mtime)
+    file_state,  # the output-safety rule's own look at a file (inode, size, mtime)
 )
 from .latent_space import layout_of, pixel_multiple, stored_geometry, to_model_latents
 from .plan import Job
@@ -141,10 +141,10 @@ class NormalizerOutput:
                 pass
         except OSError as e:
             raise VaecliError(f"{path}: cannot write in {path.parent} ({e.strerror or e})") from None
-        self.seen = _state(path)
+        self.seen = file_state(path)
 
     def _guard(self) -> None:
-        if self.overwrite or _state(self.path) == self.seen or is_normalizer_file(self.path):
+        if self.overwrite or file_state(self.path) == self.seen or is_normalizer_file(self.path):
             return
         raise VaecliError(f"{self.path}: appeared or changed during the run and is not a normaliser file; left as it is")
 
