@@ -228,6 +228,18 @@ def _read(path: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def resize_long_side(arr: np.ndarray, side: int) -> np.ndarray:
+    """(H, W, 3) uint8 resized (Lanczos) so that its long side is `side`; never enlarged: an image
+    already that small is returned as it is."""
+    from PIL import Image as PILImage
+
+    h, w = arr.shape[:2]
+    scale = side / max(h, w)
+    if scale >= 1:
+        return arr
+    return np.asarray(PILImage.fromarray(arr).resize((round(w * scale), round(h * scale)), PILImage.Resampling.LANCZOS))
+
+
 def centre_crop(arr: np.ndarray, size: int) -> np.ndarray:
     h, w = arr.shape[:2]
     if h < size or w < size:

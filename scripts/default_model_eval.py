@@ -89,18 +89,14 @@ def evaluate_full(vae: AutoencoderKL, min_side: int = 0, images=data.HELD_OUT, l
 def evaluate_sizes(vae: AutoencoderKL, sides: list[int], images=data.HELD_OUT, log=print, pack=None) -> dict:
     """Each image resized (Lanczos) so that its long side is each of `sides` (never enlarged), whole:
     how quality and colour shift change with nothing but the image's size."""
-    from PIL import Image as PILImage
-
     runner = Runner(vae.eval())
     out: dict = {}
     for img in images:
         photo = data.load_rgb(img.name, pack)
-        h, w = photo.shape[:2]
         for side in sides:
-            if side > max(h, w):
+            if side > max(photo.shape[:2]):
                 continue
-            scale = side / max(h, w)
-            view = np.asarray(PILImage.fromarray(photo).resize((round(w * scale), round(h * scale)), PILImage.Resampling.LANCZOS))
+            view = data.resize_long_side(photo, side)
             out.setdefault(img.short, {})[side] = image_metrics(view, reconstruct(runner, view))
             log(f"{img.short} {side} {out[img.short][side]}")
     return out

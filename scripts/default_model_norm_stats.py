@@ -69,14 +69,6 @@ class BorrowedStatistics:
         return out
 
 
-def resized(photo: np.ndarray, side: int) -> np.ndarray:
-    from PIL import Image as PILImage
-
-    h, w = photo.shape[:2]
-    scale = side / max(h, w)
-    return np.asarray(PILImage.fromarray(photo).resize((round(w * scale), round(h * scale)), PILImage.Resampling.LANCZOS))
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", required=True, help="a held-out image, by its reported name")
@@ -90,7 +82,7 @@ def main(argv=None) -> int:
     vae = load_vae(device="cpu", dtype=torch.float32)
     stats = BorrowedStatistics(vae)
     photo = data.load_rgb(next(i.name for i in data.HELD_OUT if i.short == args.only))
-    small, big = resized(photo, args.reference), resized(photo, args.side)
+    small, big = data.resize_long_side(photo, args.reference), data.resize_long_side(photo, args.side)
 
     def run(label: str, view: np.ndarray) -> None:
         print(args.only, view.shape[1], "x", view.shape[0], label, evaluation.image_metrics(view, evaluation.reconstruct(vae, view)), flush=True)

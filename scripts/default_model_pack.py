@@ -17,25 +17,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import default_model_data as data  # noqa: E402  (sibling module of this script)
 
 
-def pack_image(arr: np.ndarray, long_side: int):
-    """(H, W, 3) uint8 -> a PIL image whose long side is at most `long_side` (Lanczos)."""
+def main(argv=None) -> int:
     from PIL import Image as PILImage
 
-    im = PILImage.fromarray(arr)
-    h, w = arr.shape[:2]
-    scale = long_side / max(h, w)
-    if scale < 1:
-        im = im.resize((round(w * scale), round(h * scale)), PILImage.Resampling.LANCZOS)
-    return im
-
-
-def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="the pack folder (created)")
     p.add_argument("--long-side", type=int, default=2048)
@@ -48,7 +36,7 @@ def main(argv=None) -> int:
         if args.names is not None and img.name not in args.names:
             continue
         arr = data.load_rgb(img.name)
-        im = pack_image(arr, args.long_side)
+        im = PILImage.fromarray(data.resize_long_side(arr, args.long_side))
         file = f"{i:03d}_{img.short}.jpg"
         im.save(args.out / file, "JPEG", quality=args.quality)
         index[img.name] = {"file": file, "size": f"{arr.shape[1]}x{arr.shape[0]}", "packed": f"{im.width}x{im.height}"}
