@@ -21,6 +21,7 @@ because a painting is where the size-dependent colour cast was first seen.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -175,10 +176,16 @@ assert not {i.name for i in TRAIN} & {i.name for i in HELD_OUT}, "a held-out ima
 assert not any("mate-backgrounds" in i.name for i in TRAIN + HELD_OUT), "mate-backgrounds is kept for an independent check"
 
 
-def load_rgb(name: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB for an image name; greyscale is replicated, alpha dropped."""
+def load_rgb(name: str, pack: str | os.PathLike | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB for an image name; greyscale is replicated, alpha dropped.
+
+    `pack`: a folder written by scripts/default_model_pack.py, which holds the images downscaled
+    (for a machine without the apt packages, such as a rented GPU); its images replace the originals.
+    """
     package, _, item = name.partition(":")
-    if package == "skimage":
+    if pack is not None:
+        arr = _read(os.path.join(pack, pack_index(pack)[name]["file"]))
+    elif package == "skimage":
         import skimage.data
 
         arr = getattr(skimage.data, item)()
@@ -198,12 +205,39 @@ def load_rgb(name: str) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, :3])
 
 
+def pack_index(pack: str | os.PathLike) -> dict:
+    """A pack's index: image name -> {"file", "size" (the original's WxH), "packed" (WxH)}."""
+    return _pack_json(pack)["images"]
+
+
+def pack_parameters(pack: str | os.PathLike) -> dict:
+    """How a pack was made (long side, JPEG quality, resampling): provenance for weights trained on it."""
+    return {k: v for k, v in _pack_json(pack).items() if k != "images"}
+
+
+def _pack_json(pack: str | os.PathLike) -> dict:
+    with open(os.path.join(pack, "index.json")) as f:
+        return json.load(f)
+
+
 def _read(path: str) -> np.ndarray:
     from PIL import Image as PILImage
 
     PILImage.MAX_IMAGE_PIXELS = None  # 6000x4000 wallpapers are legitimate, not decompression bombs
     with PILImage.open(path) as im:
         return np.asarray(im.convert("RGB"))
+
+
+def resize_long_side(arr: np.ndarray, side: int) -> np.ndarray:
+    """(H, W, 3) uint8 resized (Lanczos) so that its long side is `side`; never enlarged: an image
+    already that small is returned as it is."""
+    from PIL import Image as PILImage
+
+    h, w = arr.shape[:2]
+    scale = side / max(h, w)
+    if scale >= 1:
+        return arr
+    return np.asarray(PILImage.fromarray(arr).resize((round(w * scale), round(h * scale)), PILImage.Resampling.LANCZOS))
 
 
 def centre_crop(arr: np.ndarray, size: int) -> np.ndarray:
@@ -234,23 +268,23 @@ def eval_crop(arr: np.ndarray, size: int = EVAL_SIZE) -> np.ndarray:
     return centre_crop(arr, size)
 
 
-def held_out_crops(size: int = EVAL_SIZE, images=HELD_OUT) -> list[tuple[str, np.ndarray]]:
+def held_out_crops(size: int = EVAL_SIZE, images=HELD_OUT, pack=None) -> list[tuple[str, np.ndarray]]:
     """The held-out photographs large enough for it, as (size, size, 3) uint8 views (`eval_crop`)."""
     out = []
     for img in images:
         if img.kind != "photo":
             continue
-        arr = load_rgb(img.name)
+        arr = load_rgb(img.name, pack)
         if min(arr.shape[:2]) >= size:
             out.append((img.short, eval_crop(arr, size)))
     return out
 
 
-def held_out_full(min_side: int = 0, images=HELD_OUT) -> list[tuple[str, np.ndarray]]:
+def held_out_full(min_side: int = 0, images=HELD_OUT, pack=None) -> list[tuple[str, np.ndarray]]:
     """The held-out images at their full size, those whose long side is at least `min_side`."""
     out = []
     for img in images:
-        arr = load_rgb(img.name)
+        arr = load_rgb(img.name, pack)
         if max(arr.shape[:2]) >= min_side:
             out.append((img.short, arr))
     return out

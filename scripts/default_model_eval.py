@@ -73,11 +73,12 @@ def evaluate_512(vae: AutoencoderKL, crops: list[tuple[str, np.ndarray]] | None 
 
 
 @torch.no_grad()
-def evaluate_full(vae: AutoencoderKL, min_side: int = 0, images=data.HELD_OUT, log=print) -> dict:
-    """Held-out images at full size (long side >= min_side): per image (with its size) and mean."""
+def evaluate_full(vae: AutoencoderKL, min_side: int = 0, images=data.HELD_OUT, log=print, pack=None) -> dict:
+    """Held-out images at full size (long side >= min_side; with `pack`, its downscaled copies): per image
+    (with its size) and mean."""
     runner = Runner(vae.eval())
     per_image = {}
-    for name, photo in data.held_out_full(min_side, images):
+    for name, photo in data.held_out_full(min_side, images, pack):
         t0 = time.perf_counter()
         per_image[name] = {"size": f"{photo.shape[1]}x{photo.shape[0]}", **image_metrics(photo, reconstruct(runner, photo))}
         log(f"{name} {per_image[name]} {time.perf_counter() - t0:.1f} s")
@@ -85,21 +86,17 @@ def evaluate_full(vae: AutoencoderKL, min_side: int = 0, images=data.HELD_OUT, l
 
 
 @torch.no_grad()
-def evaluate_sizes(vae: AutoencoderKL, sides: list[int], images=data.HELD_OUT, log=print) -> dict:
+def evaluate_sizes(vae: AutoencoderKL, sides: list[int], images=data.HELD_OUT, log=print, pack=None) -> dict:
     """Each image resized (Lanczos) so that its long side is each of `sides` (never enlarged), whole:
     how quality and colour shift change with nothing but the image's size."""
-    from PIL import Image as PILImage
-
     runner = Runner(vae.eval())
     out: dict = {}
     for img in images:
-        photo = data.load_rgb(img.name)
-        h, w = photo.shape[:2]
+        photo = data.load_rgb(img.name, pack)
         for side in sides:
-            if side > max(h, w):
+            if side > max(photo.shape[:2]):
                 continue
-            scale = side / max(h, w)
-            view = np.asarray(PILImage.fromarray(photo).resize((round(w * scale), round(h * scale)), PILImage.Resampling.LANCZOS))
+            view = data.resize_long_side(photo, side)
             out.setdefault(img.short, {})[side] = image_metrics(view, reconstruct(runner, view))
             log(f"{img.short} {side} {out[img.short][side]}")
     return out
@@ -115,20 +112,22 @@ def main(argv=None) -> int:
     p.add_argument("--sides", type=int, nargs="+", default=None, help="also each image resized to these long sides")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (fp32 either way)")
+    p.add_argument("--image-pack", type=Path, default=None, help="read the images from this pack (scripts/default_model_pack.py)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    vae = load_vae(weights=args.weights, device="cpu") if args.weights else load_vae(device="cpu")
+    vae = load_vae(weights=args.weights, device=args.device, dtype=torch.float32) if args.weights else load_vae(device=args.device, dtype=torch.float32)
     images = [i for i in data.HELD_OUT if args.only is None or i.short in args.only]
     results = {"weights": str(args.weights or "embedded vaecli-default")}
     if not args.no_512:
-        results["512"] = evaluate_512(vae, data.held_out_crops(data.EVAL_SIZE, images))
+        results["512"] = evaluate_512(vae, data.held_out_crops(data.EVAL_SIZE, images, args.image_pack))
         print(json.dumps(results["512"]), flush=True)
     if not args.no_full:
-        results["full"] = evaluate_full(vae, args.min_side, images, log=lambda m: print(m, flush=True))
+        results["full"] = evaluate_full(vae, args.min_side, images, log=lambda m: print(m, flush=True), pack=args.image_pack)
         print(json.dumps(results["full"]["mean"]), flush=True)
     if args.sides:
-        results["sides"] = evaluate_sizes(vae, args.sides, images, log=lambda m: print(m, flush=True))
+        results["sides"] = evaluate_sizes(vae, args.sides, images, log=lambda m: print(m, flush=True), pack=args.image_pack)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -70,6 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=4000, help="total optimiser steps (the LR schedule spans them)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="set --steps so that training ends after about this many minutes, from the speed of steps 10-30 (before "
+        "the warm-up ends, so the schedule is that of a run given those --steps; the log and the recorded command say which)",
+    )
+    p.add_argument(
         "--init-from",
         type=Path,
         default=None,
@@ -94,6 +101,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     # data
     p.add_argument("--batch-size", type=int, default=2, help="views per step (each --crops-per-view crops)")
     p.add_argument("--crop", type=int, default=128, help="crop side in pixels")
+    p.add_argument(
+        "--crop-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="draw each step's crop side from these (uniformly), with --batch-size views of --crop pixels' worth of "
+        "pixels per step (at least one view): on a GPU, whole views of 256 to 1280 pixels with their own statistics",
+    )
+    p.add_argument("--image-pack", type=Path, default=None, help="read the images from this pack (scripts/default_model_pack.py)")
     p.add_argument("--crops-per-view", type=int, default=4, help="crops per view, normalised with the view's pooled statistics")
     p.add_argument("--min-view", type=int, default=256, help="smallest view side: a whole image is shown at least this large")
     p.add_argument("--whole-view-prob", type=float, default=0.5, help="share of views that show the whole (zoomed) image")
@@ -148,12 +164,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def training_sampler(args) -> ViewSampler:
+def training_sampler(args, device) -> ViewSampler:
     chosen = data.TRAIN[: args.train_images]
-    images = [data.load_rgb(i.name) for i in chosen]
+    images = [data.load_rgb(i.name, args.image_pack) for i in chosen]
     weights = [image_weight(i.kind, is_colour(a), args.photo_weight) for i, a in zip(chosen, images)]
     log(f"{len(images)} training images, {sum(a.shape[0] * a.shape[1] for a in images) / 1e6:.0f} Mpixel")
-    return ViewSampler(images, weights, args.crop, args.crops_per_view, args.seed, min_view=args.min_view, whole_view_prob=args.whole_view_prob)
+    return ViewSampler(
+        images, weights, args.crop, args.crops_per_view, args.seed, min_view=args.min_view, whole_view_prob=args.whole_view_prob, device=device
+    )
+
+
+def views_and_crop(args, sampler: ViewSampler) -> tuple[int, int]:
+    """This step's (views, crop side): --batch-size views of --crop, or, with --crop-sizes, a side drawn
+    from them and as many views as keep the step's pixels (one at least)."""
+    if not args.crop_sizes:
+        return args.batch_size, args.crop
+    crop = args.crop_sizes[torch.randint(len(args.crop_sizes), (), generator=sampler.gen).item()]
+    return max(1, round(args.batch_size * (args.crop / crop) ** 2)), crop
+
+
+def steps_for_minutes(args, step: int, started: float, t10: float) -> int:
+    """The --steps that end training --minutes after `started`, at the speed of the steps since step 10."""
+    per_step = (time.perf_counter() - t10) / (step - 10)
+    left = args.minutes * 60 - (time.perf_counter() - started)
+    return step + max(0, int(left / per_step))
 
 
 def train(args) -> int:
@@ -189,8 +223,8 @@ def train(args) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
     disc = NLayerDiscriminator(input_nc=3, ndf=32, n_layers=3, use_actnorm=True).to(device).train() if args.gan else None
     disc_opt = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9)) if disc is not None else None
-    sampler = training_sampler(args)
-    eval_crops = data.held_out_crops(args.eval_size, data.HELD_OUT[: args.eval_images])  # decoded once
+    sampler = training_sampler(args, device)
+    eval_crops = data.held_out_crops(args.eval_size, data.HELD_OUT[: args.eval_images], args.image_pack)  # decoded once
     noise = torch.Generator(device=device).manual_seed(args.seed + 1)  # posterior samples
 
     if resumed is not None:
@@ -227,12 +261,17 @@ def train(args) -> int:
     log(f"model {config.to_json()} | {n_params / 1e6:.2f}M parameters | device {device} | steps {step}->{args.steps}")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     t_last, s_last = time.perf_counter(), step
+    started, t10, calibrate = time.perf_counter(), None, args.minutes is not None and step == 0
+    if calibrate and args.warmup <= 30:
+        print("Error: --minutes needs --warmup above 30 (the steps it times must not depend on --steps)", file=sys.stderr)
+        return 2
     while step < args.steps:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
-        x = sampler.batch(args.batch_size).to(device)  # (views * crops_per_view, 3, crop, crop)
+        views, crop = views_and_crop(args, sampler)
+        x = sampler.batch(views, crop).to(device)  # (views * crops_per_view, 3, crop, crop)
         large = min(sampler.last_view_sides) >= args.margin_min_view
-        set_stats_margin(model, args.stats_margin / args.crop if large else 0.0)
+        set_stats_margin(model, args.stats_margin / crop if large else 0.0)
         use_gan = disc is not None and step >= args.disc_start
         with autocast:
             posterior = model.encode(x)
@@ -266,6 +305,12 @@ def train(args) -> int:
             d_loss.backward()
             disc_opt.step()
         step += 1
+        if calibrate and step == 10:
+            t10 = time.perf_counter()
+        if calibrate and step == 30:
+            args.steps, calibrate = steps_for_minutes(args, step, started, t10), False
+            commands[-1] = f"{this_command()} --steps {args.steps}  # from step 0 (--steps set by --minutes; without --minutes it reproduces this run)"
+            log(f"--minutes {args.minutes}: --steps {args.steps}")
 
         if step % args.log_every == 0 or step == args.steps:
             now = time.perf_counter()

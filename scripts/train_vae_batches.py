@@ -29,8 +29,10 @@ class ViewSampler:
         *,
         min_view: int = 256,
         whole_view_prob: float = 0.5,
+        device: torch.device | str = "cpu",
     ):
-        self.images = [torch.from_numpy(np.array(a)).permute(2, 0, 1) for a in images]  # (3, H, W) uint8
+        # (3, H, W) uint8, kept on `device`: on a GPU the crops are cut and resized there
+        self.images = [torch.from_numpy(np.array(a)).permute(2, 0, 1).to(device) for a in images]
         self.probs = torch.tensor(weights, dtype=torch.float64) / sum(weights)
         self.crop = crop
         self.crops_per_view = crops_per_view
@@ -45,29 +47,30 @@ class ViewSampler:
     def _log_uniform(self, lo: float, hi: float) -> float:
         return math.exp(self._uniform(math.log(lo), math.log(hi))) if hi > lo else hi
 
-    def view_crops(self) -> torch.Tensor:
+    def view_crops(self, crop: int) -> torch.Tensor:
         """One view's crops: (crops_per_view, 3, crop, crop) float in [0, 1]."""
         img = self.images[torch.multinomial(self.probs, 1, generator=self.gen).item()]
         _, h, w = img.shape
+        min_view = max(self.min_view, crop)
         # zoom: the view's pixels per source pixel, from "the whole image in min_view pixels" (or the
         # smallest zoom that still fits a crop) up to 1 (full resolution); log-uniform
-        zoom = self._log_uniform(min(1.0, max(self.min_view / max(h, w), self.crop / min(h, w))), 1.0)
+        zoom = self._log_uniform(min(1.0, max(min_view / max(h, w), crop / min(h, w))), 1.0)
         zh, zw = h * zoom, w * zoom  # the zoomed image's size, in view pixels
         if self._uniform() < self.whole_view_prob:
             vh, vw = zh, zw
         else:  # a part of it, each side log-uniform between the crop and the whole
-            vh, vw = self._log_uniform(self.crop, zh), self._log_uniform(self.crop, zw)
+            vh, vw = self._log_uniform(crop, zh), self._log_uniform(crop, zw)
         top, left = self._uniform(0, zh - vh), self._uniform(0, zw - vw)  # view origin, view pixels
         self.last_view_sides.append(round(max(vh, vw)))
-        side = min(self.crop / zoom, h, w)  # a crop's side in source pixels
+        side = min(crop / zoom, h, w)  # a crop's side in source pixels
         flip, perm = self._uniform() < 0.5, torch.randperm(3, generator=self.gen) if self._uniform() < 0.5 else None
         crops = []
         for _ in range(self.crops_per_view):
-            cy = min(max(0, round((top + self._uniform(0, vh - self.crop)) / zoom)), h - round(side))  # source pixels
-            cx = min(max(0, round((left + self._uniform(0, vw - self.crop)) / zoom)), w - round(side))
+            cy = min(max(0, round((top + self._uniform(0, vh - crop)) / zoom)), h - round(side))  # source pixels
+            cx = min(max(0, round((left + self._uniform(0, vw - crop)) / zoom)), w - round(side))
             x = img[:, cy : cy + round(side), cx : cx + round(side)].unsqueeze(0).float() / 255  # (1, 3, s, s)
-            if x.shape[-1] != self.crop or x.shape[-2] != self.crop:
-                x = F.interpolate(x, size=(self.crop, self.crop), mode="bilinear", antialias=True, align_corners=False)
+            if x.shape[-1] != crop or x.shape[-2] != crop:
+                x = F.interpolate(x, size=(crop, crop), mode="bilinear", antialias=True, align_corners=False)
             crops.append(x.clamp(0, 1))
         x = torch.cat(crops)  # (K, 3, crop, crop)
         if flip:
@@ -76,10 +79,12 @@ class ViewSampler:
             x = x[:, perm]
         return x
 
-    def batch(self, views: int) -> torch.Tensor:
-        """(views * crops_per_view, 3, crop, crop) in [-1, 1]; each view's crops consecutive."""
+    def batch(self, views: int, crop: int | None = None) -> torch.Tensor:
+        """(views * crops_per_view, 3, crop, crop) in [-1, 1]; each view's crops consecutive. `crop`
+        (default: the sampler's) may change from batch to batch: one step at 256 pixels, the next at 1024."""
         self.last_view_sides = []
-        return torch.cat([self.view_crops() for _ in range(views)]) * 2 - 1
+        crop = crop or self.crop
+        return torch.cat([self.view_crops(crop) for _ in range(views)]) * 2 - 1
 
 
 def is_colour(a: np.ndarray) -> bool:

@@ -129,6 +129,8 @@ def export(model: AutoencoderKL, config: VAEConfig, sampler: ViewSampler, eval_c
         "git_commit": git_commit(),
         "licence": "weights trained by vaecli from the listed images; see samples/LICENSE.md for the data licences",
     }
+    if args.image_pack is not None:  # the images (held-out ones too) were the pack's, downscaled
+        metadata["image_pack"] = metadata_json(data.pack_parameters(args.image_pack))
     if args.export_full_min_side is not None:
         full = evaluation.evaluate_full(shipped, args.export_full_min_side, held_out, log=log)
         metadata["held_out_metrics_full_size"] = metadata_json(full)

@@ -7,6 +7,7 @@ model was trained and judged on (scripts/default_model_data.py).
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -190,6 +191,77 @@ def test_training_script_runs_two_steps_and_exports_a_loadable_model(tmp_path):
     meta = read_metadata(out / "vaecli-default.safetensors")
     assert meta["training_steps"] == "2" and "--steps 2" in meta["training_command"]
     assert set(json.loads(meta["held_out_metrics"])["images"]) == {"astronaut", "immunohistochemistry", "retina"}
+
+
+def test_minutes_sets_the_steps_it_records_and_crop_sizes_vary_the_view(tmp_path):
+    """--minutes times steps 10-30 and sets --steps (here: time is up, so 30); the recorded command,
+    which appends that --steps, is what reproduces the run. --crop-sizes draws each step's side."""
+    out = tmp_path / "run"
+    log = _train(out, "--steps", "1000", "--minutes", "0.001", "--warmup", "40", "--crop-sizes", "32", "64", "--log-every", "10").stdout
+    assert "--minutes 0.001: --steps 30" in log and "step 30/30" in log and _checkpoint(out)["step"] == 30
+    meta = read_metadata(out / "vaecli-default.safetensors")
+    assert meta["training_steps"] == "30" and meta["training_command"].endswith("--steps 30")
+
+
+def test_minutes_refuses_a_warm_up_the_timed_steps_would_outlast(tmp_path):
+    cmd = [sys.executable, str(TRAIN_SCRIPT), "--out", str(tmp_path), "--minutes", "1", "--warmup", "20", "--train-images", "1", "--eval-images", "1"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--warmup above 30" in proc.stderr
+
+
+def test_view_sampler_cuts_the_crop_side_asked_for_at_the_step_pixel_budget():
+    from train_vae import views_and_crop
+    from train_vae_batches import ViewSampler
+
+    photos = [data.load_rgb("skimage:chelsea"), data.load_rgb("skimage:coffee")]  # 451x300, 600x400
+    sampler = ViewSampler(photos, [1.0, 1.0], crop=32, crops_per_view=2, seed=0)
+    assert sampler.batch(3).shape == (6, 3, 32, 32)
+    assert sampler.batch(1, 200).shape == (2, 3, 200, 200)
+    args = argparse.Namespace(crop_sizes=[32, 64, 256], crop=32, batch_size=8)
+    drawn = {views_and_crop(args, sampler) for _ in range(60)}
+    assert drawn == {(8, 32), (2, 64), (1, 256)}  # 8 views of 32 px' worth of pixels, at least one view
+    args.crop_sizes = None
+    assert views_and_crop(args, sampler) == (8, 32)
+
+
+def test_image_pack_holds_the_images_downscaled_and_load_rgb_reads_it(tmp_path):
+    """scripts/default_model_pack.py: what a GPU machine without the apt packages trains on."""
+    from PIL import Image as PILImage
+
+    names = ["skimage:chelsea", "skimage:retina"]
+    cmd = [sys.executable, str(REPO / "scripts" / "default_model_pack.py"), "--out", str(tmp_path), "--long-side", "400", "--names", *names]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=300)
+    index = data.pack_index(tmp_path)
+    assert set(index) == set(names) and index["skimage:retina"] == {"file": index["skimage:retina"]["file"], "size": "1411x1411", "packed": "400x400"}
+    assert index["skimage:chelsea"]["packed"] == "400x266"
+    assert data.pack_parameters(tmp_path) == {"long_side": 400, "quality": 93, "resample": "Lanczos"}
+    for name, size in (("skimage:chelsea", (400, 266)), ("skimage:retina", (400, 400))):
+        want = np.asarray(PILImage.fromarray(data.load_rgb(name)).resize(size, PILImage.Resampling.LANCZOS)).astype(float)
+        got = data.load_rgb(name, tmp_path)
+        assert got.shape == want.shape and np.abs(got - want).mean() < 2.0, name  # JPEG q93 of the resized photo
+
+
+def test_borrowed_statistics_are_group_norm_and_borrow_what_they_recorded():
+    """scripts/default_model_norm_stats.py: in "own" mode the replaced norms are nn.GroupNorm (the tool
+    measures the shipped model); borrowing statistics recorded on the same image changes nothing;
+    borrowing another image's changes the result."""
+    from default_model_norm_stats import BorrowedStatistics
+
+    photo = data.centre_crop(data.load_rgb("skimage:astronaut"), 96)
+    other = data.centre_crop(data.load_rgb("skimage:chelsea"), 96)
+    vae = load_vae(device="cpu")
+    want = evaluation.reconstruct(vae, photo)
+    stats = BorrowedStatistics(vae)
+    assert len(stats.norms) == 28 and set(stats.parts()) == {"decoder.mid.block_1", "decoder.mid.block_2", "decoder.up.0", "decoder.up.1", "decoder.up.2", "decoder.norm_out"}
+    assert np.abs(evaluation.reconstruct(vae, photo).astype(int) - want).max() <= 1  # own statistics: GroupNorm
+    stats.mode = "record"
+    evaluation.reconstruct(vae, photo)
+    stats.mode, stats.chosen = "borrow", set(range(len(stats.norms)))
+    assert np.abs(evaluation.reconstruct(vae, photo).astype(int) - want).max() <= 1
+    stats.mode = "record"
+    evaluation.reconstruct(vae, other)
+    stats.mode = "borrow"
+    assert np.abs(evaluation.reconstruct(vae, photo).astype(int) - want).mean() > 1
 
 
 def test_training_with_patchgan_and_ema_resumes_exactly(tmp_path):
