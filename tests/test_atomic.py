@@ -70,12 +70,33 @@ def test_sweep_removes_only_abandoned_temporaries(tmp_path):
     os.utime(live, (old, old))
     fd = os.open(live, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    young = tmp_path / f"{TMP_PREFIX}young.png"  # just created, maybe not locked yet
-    young.write_bytes(b"")
+    young = tmp_path / f"{TMP_PREFIX}young.png"  # a run killed a moment ago: a rerun removes it at once
+    young.write_bytes(b"partial")
     try:
-        assert sweep_abandoned([tmp_path, tmp_path / "missing"]) == 1
-        assert not abandoned.exists() and live.exists() and young.exists()
+        assert sweep_abandoned([tmp_path, tmp_path / "missing"]) == 2
+        assert not abandoned.exists() and live.exists() and not young.exists()
     finally:
         os.close(fd)
     os.utime(live, (old, old))
     assert sweep_abandoned([tmp_path]) == 1 and not live.exists()  # its writer is gone now
+
+
+def test_a_sweep_between_creation_and_lock_makes_the_writer_start_over(tmp_path, monkeypatch):
+    """The one window a sweep could hit: a temporary created but not yet locked. The writer must notice."""
+    real_flock = fcntl.flock
+    swept = []
+
+    def flock_after_a_sweep(fd, op):
+        if not swept:  # another run sweeps the folder just before this writer's first lock
+            monkeypatch.setattr(fcntl, "flock", real_flock)
+            swept.append(sweep_abandoned([tmp_path]))
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_sweep)
+    target = tmp_path / "out.txt"
+    with atomic_path(target) as tmp:
+        assert tmp.exists()  # the path the writer got is a file on disk, not the swept one
+        tmp.write_text("complete")
+    assert swept == [1]  # the sweep did remove the first, unlocked temporary
+    assert target.read_text() == "complete"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]

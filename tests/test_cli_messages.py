@@ -68,3 +68,28 @@ def test_fp16_on_a_cpu_is_said_once(tmp_path, capsys, cli_weights):
     assert code == 0 and err.count("--dtype fp16 on a CPU") == 1
     code, out, err = run_main(capsys, "encode", tmp_path / "in", "--weights", cli_weights, "--device", "cpu", "--dtype", "bf16", "-o", tmp_path / "b")
     assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize("command", ["encode", "roundtrip"])
+def test_a_resize_that_upscales_far_or_overflows_the_budget_is_said_once_before_the_run(tmp_path, capsys, cli_weights, empty_cache, command):
+    for i in range(2):
+        noise_image(tmp_path / "in" / f"small{i}.png", 24, 16, i)
+    noise_image(tmp_path / "in" / "large.png", 200, 120, 2)
+    extra = ["--no-lpips"] if command == "roundtrip" else []
+
+    def run(*args):
+        return run_main(capsys, command, tmp_path / "in", "--weights", cli_weights, "--device", "cpu", *extra, *args)
+
+    code, out, err = run("--resize", "160", "-o", tmp_path / "up")
+    (line,) = err.splitlines()
+    assert code == 0 and line.startswith("Warning: --resize 160 upscales 2 of 3 image(s)") and "up to 10.0x: 24x16 -> 240x160" in line
+    pixels = (2 * 240 * 160 + 267 * 160) / 1e6  # 200x120 scaled to a 160 short side is 267x160
+    assert f"the model sees {pixels:.1f} megapixels, {pixels / (2 * 24 * 16 + 200 * 120) * 1e6:.1f}x the inputs'" in line
+    assert "Ctrl-C" in line and "tiled" not in line
+
+    code, out, err = run("--resize", "8", "-o", tmp_path / "down")  # shrinking is cheap: nothing to say
+    assert code == 0 and err == ""
+
+    code, out, err = run("--resize", "32", "--max-memory", "1MiB", "-o", tmp_path / "tight")
+    (line,) = err.splitlines()  # 2x is not far, but the largest image overflows the budget
+    assert code == 0 and "upscales" not in line and "the largest (53x32) needs about" in line and "runs tiled" in line

@@ -37,6 +37,7 @@ from .latent_space import PATCHIFIED, layout_of, pixel_multiple, to_stored
 from .models import dtype_name
 from .plan import Job, output_path
 from .run import DEFAULT_WORKERS, Run, run_batched, triage
+from .workload import say_resize_cost
 
 MEDIA_SUFFIXES = IMAGE_SUFFIXES + FFMPEG_SUFFIXES
 BYTES_PER_PIXEL_HELD = 3 * 4 * 3  # float32 RGB, held about three times (read, padded, stacked in the batch)
@@ -142,10 +143,8 @@ def prepare_image(job: Job, opts: EncodeOptions, factor: int) -> Prepared:
 def image_cost(job: Job, opts: EncodeOptions, per_pixel: int = BYTES_PER_PIXEL_HELD) -> int:
     """Bytes one image holds from its read to its written output, from its header (and --resize)."""
     w, h = image_size(job.input) or (1, 1)
-    area = w * h
-    if opts.size.width is not None:
-        area = max(area, opts.size.width * (opts.size.height or opts.size.width) * 4)  # a short side scaled up
-    return per_pixel * area
+    (rh, rw), _ = opts.size.resized(h, w, 1)  # the crop only ever shrinks it: the larger of before and after is held
+    return per_pixel * max(w * h, rh * rw)
 
 
 def batch_key(p: Prepared) -> tuple:
@@ -248,6 +247,7 @@ def encode_files(runner: Runner, jobs: list[Job], opts: EncodeOptions, on_result
     enc = Encoder(runner, opts, run)
     try:
         todo = triage(run, jobs, enc.recipe, opts.overwrite)
+        say_resize_cost(runner, todo, opts.size, decode=False)
         multiple = pixel_multiple(runner.vae)
         run_batched(run, [j for j in todo if j.kind == "image"], load=lambda j: prepare_image(j, opts, multiple), cost=lambda j: image_cost(j, opts),
                     key=batch_key, batch_size=enc.batch_size, process=enc.images, jobs_of=lambda b: [p.job for p in b], workers=opts.workers)

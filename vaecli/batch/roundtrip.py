@@ -47,6 +47,7 @@ from .models import dtype_name
 from .plan import Job, output_path
 from .report import with_metric_means
 from .run import Run, run_batched, triage
+from .workload import say_resize_cost
 
 NEVER_RECORDED = "measured anew"  # a result field no provenance holds: as `needed`, no output counts as up to date
 LPIPS_BYTES_PER_PIXEL = 1024  # VGG16's five taps for both images in float32 (about 912 B per pixel), with some slack
@@ -219,6 +220,7 @@ def roundtrip_files(runner: Runner, jobs: list[Job], opts: RoundtripOptions, on_
     rt = Roundtripper(runner, opts, run)
     try:
         todo = triage(run, jobs, rt.recipe, eo.overwrite, rt.needed)
+        say_resize_cost(runner, todo, eo.size, decode=True)
         factor = runner.vae.downsample_factor
         run_batched(run, [j for j in todo if j.kind == "image"], load=lambda j: prepare_image(j, eo, factor),
                     cost=lambda j: image_cost(j, eo, 2 * BYTES_PER_PIXEL_HELD), key=batch_key, batch_size=rt.batch_size,

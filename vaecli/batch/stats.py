@@ -46,6 +46,7 @@ from .freshness import (
 from .latent_space import layout_of, pixel_multiple, stored_geometry, to_model_latents
 from .plan import Job
 from .run import Run, run_batched
+from .workload import say_resize_cost
 
 
 class Gatherer:
@@ -103,6 +104,7 @@ def gather_moments(runner: Runner, jobs: list[Job], opts: EncodeOptions, on_resu
             if job.error is not None:
                 run.fail(job, job.error)
         todo = [j for j in jobs if j.error is None]
+        say_resize_cost(runner, todo, opts.size, decode=False)
         run_batched(run, [j for j in todo if j.kind == "image"], load=lambda j: prepare_image(j, opts, multiple), cost=lambda j: image_cost(j, opts),
                     key=batch_key, batch_size=gatherer.batch_size, process=gatherer.images, jobs_of=lambda b: [p.job for p in b],
                     workers=opts.workers)

@@ -7,7 +7,10 @@ fsynced after it, so a power cut cannot lose a file reported as written.
 
 While a temporary is being written its writer holds an exclusive flock on it; the lock dies with
 the process. `sweep_abandoned` removes only temporaries nobody holds, so a run never deletes the
-temporary of another run writing into the same folder at the same time.
+temporary of another run writing into the same folder at the same time. A sweep may come between a
+temporary's creation and its lock; the writer then finds its name gone (or taken by another file) once
+it holds the lock, and starts over with a new name. So a sweep needs no grace period: a rerun removes
+what a killed run left, however recently.
 """
 
 from __future__ import annotations
@@ -17,13 +20,10 @@ import errno
 import fcntl
 import os
 import secrets
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 TMP_PREFIX = ".vaecli-tmp-"
-# A temporary this young may be between its creation and its lock (a few microseconds in practice).
-SWEEP_MIN_AGE_S = 5.0
 
 
 def fsync_dir(folder: Path) -> None:
@@ -49,8 +49,20 @@ def _create_locked(folder: Path, suffix: str) -> tuple[int, Path]:
         except FileExistsError:
             continue
         fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd, path
+        if _names(path, fd):
+            return fd, path
+        os.close(fd)  # a sweep removed it between open and flock: this inode is unlinked, start over
     raise FileExistsError(errno.EEXIST, "cannot create a unique temporary file", str(folder))
+
+
+def _names(path: Path, fd: int) -> bool:
+    """True when `path` is still the file open as `fd` (same device and inode)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _make_folders(folder: Path) -> list[Path]:
@@ -120,7 +132,6 @@ def atomic_path(target: str | Path, before_replace: Callable[[], None] | None = 
 def sweep_abandoned(folders: Iterable[Path]) -> int:
     """Remove temporaries left by killed runs (no live writer holds their lock); returns how many."""
     removed = 0
-    now = time.time()
     for folder in folders:
         try:
             candidates = [p for p in Path(folder).iterdir() if p.name.startswith(TMP_PREFIX)]
@@ -128,7 +139,7 @@ def sweep_abandoned(folders: Iterable[Path]) -> int:
             continue
         for tmp in candidates:
             try:
-                if now - tmp.lstat().st_mtime < SWEEP_MIN_AGE_S or not tmp.is_file():
+                if not tmp.is_file():
                     continue
                 fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             except OSError:

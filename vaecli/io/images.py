@@ -51,6 +51,26 @@ class SizeSpec:
             raise ValueError(f"--resize {resize!r}: expected W or WxH with positive integers, e.g. 512 or 768x512")
         return cls(nums[0], nums[1] if len(nums) == 2 else None, center_crop)
 
+    def resized(self, height: int, width: int, factor: int) -> tuple[tuple[int, int], tuple[int, int] | None]:
+        """For a height x width image: its (height, width) after the resize, and the centre crop's, or None.
+
+        Sizes only, no pixels: the batch engine uses it to say what a --resize costs before reading any image.
+        """
+        if self.width is None:
+            target = ((height // factor) * factor, (width // factor) * factor) if self.center_crop else None
+            if target is not None and min(target) == 0:
+                raise ValueError(f"{width}x{height} is smaller than the downsampling factor {factor}; cannot center-crop")
+            return (height, width), target
+        if self.height is None:
+            s = self.width / min(height, width)
+            new = (max(1, round(height * s)), max(1, round(width * s)))
+            return new, ((self.width, self.width) if self.center_crop else None)
+        if self.center_crop:
+            s = max(self.width / width, self.height / height)
+            new = (max(self.height, math.ceil(height * s - 1e-6)), max(self.width, math.ceil(width * s - 1e-6)))
+            return new, (self.height, self.width)
+        return (self.height, self.width), None
+
 
 _TIFF_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "float"}
 
@@ -134,26 +154,12 @@ def resize_and_crop(x: torch.Tensor, spec: SizeSpec, factor: int) -> tuple[torch
     """
     h, w = x.shape[-2:]
     steps = []
-    if spec.width is not None:
-        if spec.height is None:
-            s = spec.width / min(h, w)
-            new = (max(1, round(h * s)), max(1, round(w * s)))
-            target = (spec.width, spec.width) if spec.center_crop else None
-        elif spec.center_crop:
-            s = max(spec.width / w, spec.height / h)
-            new = (max(spec.height, math.ceil(h * s - 1e-6)), max(spec.width, math.ceil(w * s - 1e-6)))
-            target = (spec.height, spec.width)
-        else:
-            new, target = (spec.height, spec.width), None
-        if new != (h, w):
-            batched = x if x.ndim == 4 else x[None]  # interpolate wants (B, C, H, W)
-            batched = F.interpolate(batched, size=new, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-            x = batched if x.ndim == 4 else batched[0]
-            steps.append(f"resize {w}x{h}->{new[1]}x{new[0]} bicubic")
-    else:
-        target = ((h // factor) * factor, (w // factor) * factor) if spec.center_crop else None
-        if target is not None and min(target) == 0:
-            raise ValueError(f"{w}x{h} is smaller than the downsampling factor {factor}; cannot center-crop")
+    new, target = spec.resized(h, w, factor)
+    if new != (h, w):
+        batched = x if x.ndim == 4 else x[None]  # interpolate wants (B, C, H, W)
+        batched = F.interpolate(batched, size=new, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        x = batched if x.ndim == 4 else batched[0]
+        steps.append(f"resize {w}x{h}->{new[1]}x{new[0]} bicubic")
     if target is not None and tuple(x.shape[-2:]) != target:
         h, w = x.shape[-2:]
         top, left = (h - target[0]) // 2, (w - target[1]) // 2

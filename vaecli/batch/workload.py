@@ -1,0 +1,82 @@
+"""What a --resize asks of the model, said once before the run: how far it upscales, the pixels, the memory per image.
+
+`--resize 9999x9999` over a folder of small photographs is legal (and sometimes meant), but it turns a
+run of seconds into one of many minutes and gigabytes, with nothing on screen to say why. The sizes are
+known from the images' headers before any is decoded, so the cost can be told up front.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from ..io.images import SizeSpec, image_size
+from ..runtime.executor import Runner
+from ..runtime.memory import estimate_memory
+from .plan import Job
+
+UPSCALE_WARN = 2.0  # a linear factor: beyond it the model sees 4x the pixels and more, with no detail gained
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def resize_cost(runner: Runner, jobs: list[Job], size: SizeSpec, decode: bool) -> str | None:
+    """One line on what `size` makes of these images' headers, or None when it upscales little and fits the budget.
+
+    decode: the run also decodes (roundtrip, compare), whose full-resolution layers are the wider ones.
+    """
+    if size.width is None:
+        return None
+    vae, budget = runner.vae, runner.memory.budget(runner.device)
+    f = vae.downsample_factor
+    n = upscaled = 0
+    pixels_in = pixels_out = 0
+    worst = None  # (factor, (w, h) before, (w, h) after)
+    largest = (0, 0)  # (h, w) the model sees, the most pixels
+    for job in jobs:
+        if job.kind != "image" or (wh := image_size(job.input)) is None:
+            continue  # unreadable ones fail on their own when read
+        w, h = wh
+        try:
+            (rh, rw), crop = size.resized(h, w, f)
+        except ValueError:
+            continue
+        n += 1
+        factor = max(rh / h, rw / w)
+        upscaled += factor > UPSCALE_WARN
+        if worst is None or factor > worst[0]:
+            worst = (factor, (w, h), (rw, rh))
+        mh, mw = crop or (rh, rw)
+        pixels_in += w * h
+        pixels_out += mh * mw
+        if mh * mw > largest[0] * largest[1]:
+            largest = (mh, mw)
+    if worst is None:
+        return None
+    shape = (1, 3, -(-largest[0] // f) * f, -(-largest[1] // f) * f)  # padded to the factor, as encoded
+    need = estimate_memory(vae, shape, runner.dtype, "encode")
+    if decode:
+        need = max(need, estimate_memory(vae, (1, 1, shape[2] // f, shape[3] // f), runner.dtype, "decode"))
+    if upscaled == 0 and need <= budget:
+        return None
+    factor, (w, h), (rw, rh) = worst
+    words = [f"--resize {size.width}{'' if size.height is None else f'x{size.height}'}"]
+    if upscaled:
+        words.append(f"upscales {upscaled} of {n} image(s) by more than {UPSCALE_WARN:g}x (up to {factor:.1f}x: {w}x{h} -> {rw}x{rh}),"
+                     " which adds pixels but no detail;")
+    words.append(f"the model sees {pixels_out / 1e6:.1f} megapixels, {pixels_out / pixels_in:.1f}x the inputs' {pixels_in / 1e6:.1f};")
+    if need > budget:
+        words.append(f"the largest ({largest[1]}x{largest[0]}) needs about {_gib(need)} untiled, over the {_gib(budget)} memory budget,"
+                     " so it runs tiled, far slower (set --max-memory to change the budget);")
+    else:
+        words.append(f"the largest ({largest[1]}x{largest[0]}) needs about {_gib(need)} of the {_gib(budget)} memory budget;")
+    words.append("Ctrl-C stops the run and keeps what is written")
+    return " ".join(words)
+
+
+def say_resize_cost(runner: Runner, jobs: list[Job], size: SizeSpec, decode: bool) -> None:
+    """Warn (once, before the run) when a --resize upscales far or exceeds the memory budget: resize_cost's line."""
+    line = resize_cost(runner, jobs, size, decode)
+    if line is not None:
+        warnings.warn(line, stacklevel=2)
