@@ -210,8 +210,10 @@ def test_ctrl_c_and_kill_9_leave_only_complete_outputs_and_rerun_matches_uninter
         proc = subprocess.Popen([sys.executable, "-m", "vaecli", *map(str, args), "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while len(outputs(out)) < after and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.02)
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGSTOP)  # frozen at once, so the signal lands mid-run even on a fast, quiet machine
         proc.send_signal(sig)
+        proc.send_signal(signal.SIGCONT)
         err = proc.communicate()[1]
         return proc.returncode, err
 
