@@ -6,13 +6,22 @@ rest the same way for all three. Torch is imported only inside the commands, so 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .batch_command import BatchCommand, run_batch
+from .model_setup import (
+    encode_options,
+    inception_network,
+    load_runner,
+    lpips_network,
+    model_label,
+    refuse_under_torchrun,
+    say_if_slow,
+    size_spec,
+)
 from .options import (
     AllowPickle,
     Alpha,
@@ -23,14 +32,18 @@ from .options import (
     Device,
     Dtype,
     DtypeOpt,
+    Fid,
     ImageFormat,
     Json,
     MaxMemory,
     Model,
+    NoLpips,
     Output,
     Overwrite,
     Quiet,
     Resize,
+    Sample,
+    Seed,
     VideoFormat,
     Weights,
 )
@@ -39,50 +52,11 @@ from .output import warn
 Inputs = Annotated[list[str], typer.Argument(metavar="INPUT...", help="Image/video files, folders (searched recursively) or globs.")]
 NoScale = Annotated[bool, typer.Option("--no-scale", help="Store raw latents instead of scaling_factor * (z - shift_factor).")]
 SaveDist = Annotated[bool, typer.Option("--save-dist", help="Also store the posterior's `mean` and `logvar` tensors.")]
-Sample = Annotated[bool, typer.Option("--sample", help="Store a sample of the posterior instead of its mode (see --seed).")]
-Seed = Annotated[
-    int, typer.Option("--seed", help="Seed for --sample; each file's draw depends only on this and the file's name with its folder's (cats/0001.jpg).")
-]
-FID_HELP = ("Also report rFID between the inputs and their reconstructions (pytorch-fid's Inception; "
-            "fetch it once with `vaecli fetch-weights pt_inception`). Biased upwards below a few thousand images.")
 Normalize = Annotated[
     Optional[Path],
     typer.Option("--normalize", metavar="FILE", help="Store normaliser(latents) from a `vaecli stats -o FILE` file instead of scaling; decode inverts it from the latent alone."),
 ]
 EXIT_CODES = "Exit codes: 0 all inputs done or up to date; 1 some inputs failed (the others were done); 2 usage or setup error."
-
-
-def _say_if_slow(dtype: Dtype, device) -> None:
-    """fp16 on a CPU has few fast kernels (bf16 and fp32 have them): say so once, before the run."""
-    if dtype == Dtype.fp16 and getattr(device, "type", str(device)) == "cpu":
-        warn("--dtype fp16 on a CPU is much slower than bf16 or fp32 (few CPU kernels for float16); use --dtype bf16 or fp32")
-
-
-def _load(flags, device, dtype, allow_pickle, max_memory):
-    """The model as a Runner under its share of --max-memory, and the data budget that goes with it."""
-    from ..api import load_vae
-    from ..batch.models import make_runner
-
-    vae = load_vae(flags.model, config=flags.config, weights=flags.weights, device=device, dtype=dtype.value, allow_pickle=allow_pickle)
-    _say_if_slow(dtype, next(vae.parameters()).device)
-    return make_runner(vae, max_memory)
-
-
-def _size_spec(resize: str | None, center_crop: bool):
-    from ..io.images import SizeSpec
-
-    try:
-        return SizeSpec.parse(resize, center_crop)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--resize") from None
-
-
-def _encode_options(flags, runner, data_budget, **kw):
-    from ..batch.encode import EncodeOptions
-    from ..batch.models import digest_cache
-
-    return EncodeOptions(model_name=flags.recorded_name, weights=flags.weights, model_identity=flags.identity(digest_cache()),
-                         data_budget=data_budget, **kw)
 
 
 def _normalizer(path: Path | None, vae) -> dict:
@@ -129,12 +103,12 @@ def encode(
     from ..batch.encode import MEDIA_SUFFIXES, encode_files, name_media
     from ..batch.models import ModelFlags
 
-    size = _size_spec(resize, center_crop)
+    size = size_spec(resize, center_crop)
     flags = ModelFlags(model, config, weights)
 
     def start():
-        runner, budget = _load(flags, rank_device(device, current_world()), dtype, allow_pickle, max_memory)
-        opts = _encode_options(flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, scale=not no_scale, sample=sample,
+        runner, budget = load_runner(flags, rank_device(device, current_world()), dtype, allow_pickle, max_memory)
+        opts = encode_options(flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, scale=not no_scale, sample=sample,
                                seed=seed, save_dist=save_dist, overwrite=overwrite, **_normalizer(normalize, runner.vae))
         return lambda jobs, on_result: encode_files(runner, jobs, opts, on_result)
 
@@ -198,7 +172,7 @@ def decode(
         from ..runtime.device import pick_device, resolve_dtype
 
         dev = pick_device(rank_device(device, current_world()))
-        _say_if_slow(dtype, dev)
+        say_if_slow(dtype, dev)
         digests = digest_cache()
 
         def load(*args, **kwargs):
@@ -218,53 +192,6 @@ def decode(
 decode.__doc__ += "\n    " + EXIT_CODES
 
 
-def _lpips(device, enabled: bool, tell: bool):
-    """The LPIPS model on `device`, or None (not wanted, not installed yet, or weights not cached).
-
-    Missing weights are said once per run, as one line, and only when `tell` (never with --quiet or --json).
-    """
-    if not enabled:
-        return None
-    try:
-        from ..quality.lpips import MISSING_HINT, load_lpips
-    except ImportError:
-        return None
-    lp = load_lpips(device)
-    if lp is None:
-        if tell:
-            print(MISSING_HINT, file=sys.stderr)
-        return None
-    return lambda a, b: lp(a.to(device), b.to(device))
-
-
-def _inception(device, enabled: bool):
-    """The FID Inception on `device` for --fid (None when not asked for); never downloaded here:
-    missing weights are a setup error naming the one command that fetches them."""
-    if not enabled:
-        return None
-    from ..errors import WeightsNotCachedError
-    from ..quality.inception import WEIGHTS_NAME, load_inception
-
-    network = load_inception(device)
-    if network is None:
-        raise WeightsNotCachedError(f"--fid: the FID Inception weights are not cached; run: vaecli fetch-weights {WEIGHTS_NAME}")
-    return network
-
-
-def _refuse_under_torchrun(fid: bool, report: Path | None) -> None:
-    """rFID and the HTML report need every image in one process: not split over torchrun's ranks."""
-    from ..batch.distributed import current_world
-
-    html = report is not None and report.suffix.lower() == ".html"
-    if (fid or html) and current_world().is_distributed:
-        raise typer.BadParameter("--fid and an HTML --report are not supported under torchrun; run one process", param_hint="--fid/--report")
-
-
-def model_label(flags) -> str:
-    """How a report names the model given by --model/--weights."""
-    return flags.model or (Path(flags.weights).stem if flags.weights else None) or flags.recorded_name or "model"
-
-
 def roundtrip(
     inputs: Inputs,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Save reconstructions (PNG; videos mp4/gif) in this folder.")] = None,
@@ -273,8 +200,8 @@ def roundtrip(
         Optional[Path],
         typer.Option("--report", help="Write per-file metrics to FILE.csv or FILE.json, or a self-contained visual report to FILE.html."),
     ] = None,
-    no_lpips: Annotated[bool, typer.Option("--no-lpips", help="Skip LPIPS even when its weights are cached.")] = False,
-    fid: Annotated[bool, typer.Option("--fid", help=FID_HELP)] = False,
+    no_lpips: NoLpips = False,
+    fid: Fid = False,
     model: Model = None,
     config: Config = None,
     weights: Weights = None,
@@ -303,8 +230,8 @@ def roundtrip(
 
     if compare and output is None:
         raise typer.BadParameter("--compare needs -o/--output to say where the images go", param_hint="--compare")
-    _refuse_under_torchrun(fid, report)
-    size = _size_spec(resize, center_crop)
+    refuse_under_torchrun(fid, report)
+    size = size_spec(resize, center_crop)
     flags = ModelFlags(model, config, weights)
     gallery, loaded = None, {}
     if report is not None and report.suffix.lower() == ".html":
@@ -317,11 +244,11 @@ def roundtrip(
         from ..runtime.device import pick_device
 
         dev = pick_device(rank_device(device, current_world()))
-        network = _inception(dev, fid)  # before the model: missing weights stop the run before any work
-        runner, budget = _load(flags, dev, dtype, allow_pickle, max_memory)
-        eo = _encode_options(flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, sample=sample, seed=seed,
+        network = inception_network(dev, fid)  # before the model: missing weights stop the run before any work
+        runner, budget = load_runner(flags, dev, dtype, allow_pickle, max_memory)
+        eo = encode_options(flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, sample=sample, seed=seed,
                              overwrite=overwrite)
-        opts = RoundtripOptions(eo, compare=compare, lpips=_lpips(runner.device, not no_lpips, tell=not (quiet or json_) and current_world().reports),
+        opts = RoundtripOptions(eo, compare=compare, lpips=lpips_network(runner.device, not no_lpips, tell=not (quiet or json_) and current_world().reports),
                                 rfid=None if network is None else ReconstructionFid(network),
                                 observe=None if gallery is None else gallery.observer(model_label(flags)))
         loaded["vae"] = runner.vae

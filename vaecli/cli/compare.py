@@ -14,14 +14,13 @@ import typer
 
 from ..errors import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 from .batch_command import check_output_folder, check_report
-from .codec import (
-    FID_HELP,
-    _encode_options,
-    _inception,
-    _load,
-    _lpips,
-    _refuse_under_torchrun,
-    _size_spec,
+from .model_setup import (
+    encode_options,
+    inception_network,
+    load_runner,
+    lpips_network,
+    refuse_under_torchrun,
+    size_spec,
 )
 from .options import (
     AllowPickle,
@@ -32,7 +31,9 @@ from .options import (
     Device,
     Dtype,
     DtypeOpt,
+    Fid,
     MaxMemory,
+    NoLpips,
     Overwrite,
     Quiet,
     Resize,
@@ -91,8 +92,8 @@ def compare(
         Optional[Path], typer.Option("-o", "--output", help="Save each model's reconstructions under OUT/<model label>/ (linked from an HTML report).")
     ] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the comparison to FILE.html (self-contained, visual) or FILE.json.")] = None,
-    fid: Annotated[bool, typer.Option("--fid", help=FID_HELP)] = False,
-    no_lpips: Annotated[bool, typer.Option("--no-lpips", help="Skip LPIPS even when its weights are cached.")] = False,
+    fid: Fid = False,
+    no_lpips: NoLpips = False,
     device: Device = "auto",
     dtype: DtypeOpt = Dtype.auto,
     batch_size: BatchSize = None,
@@ -125,25 +126,25 @@ def compare(
         raise typer.BadParameter(f"{report}: use a .html or .json file", param_hint="--report")
     check_output_folder(output)
     check_report(report, html=True, overwrite=overwrite)
-    _refuse_under_torchrun(fid, report)
+    refuse_under_torchrun(fid, report)
     if current_world().is_distributed:
         raise typer.BadParameter("compare runs in one process; not under torchrun", param_hint="compare")
     specs = parse_models(models)
-    size = _size_spec(resize, center_crop)
+    size = size_spec(resize, center_crop)
     gallery = Gallery() if report is not None and report.suffix.lower() == ".html" else None
     with plain_warnings():
         found = expand_inputs(inputs, MEDIA_SUFFIXES, warn, exclude=output)
         if not found:
             raise VaecliError(f"nothing to compare: no {', '.join(MEDIA_SUFFIXES)} file in {printable(' '.join(inputs))}")
         dev = pick_device(device)
-        network = _inception(dev, fid)
-        lpips = _lpips(dev, not no_lpips, tell=not (quiet or json_))
+        network = inception_network(dev, fid)
+        lpips = lpips_network(dev, not no_lpips, tell=not (quiet or json_))
 
         def load(spec):
-            return _load(spec.flags, dev, dtype, allow_pickle, max_memory)
+            return load_runner(spec.flags, dev, dtype, allow_pickle, max_memory)
 
         def options(spec, runner, budget):
-            eo = _encode_options(spec.flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, overwrite=overwrite)
+            eo = encode_options(spec.flags, runner, budget, batch_size=batch_size, size=size, alpha=alpha.value, overwrite=overwrite)
             return RoundtripOptions(eo, lpips=lpips, rfid=None if network is None else ReconstructionFid(network),
                                     observe=None if gallery is None else gallery.observer(spec.label))
 

@@ -132,3 +132,15 @@ MaxMemory = Annotated[
         rich_help_panel=MODEL_PANEL,
     ),
 ]
+
+
+Sample = Annotated[bool, typer.Option("--sample", help="Store a sample of the posterior instead of its mode (see --seed).")]
+Seed = Annotated[
+    int, typer.Option("--seed", help="Seed for --sample; each file's draw depends only on this and the file's name with its folder's (cats/0001.jpg).")
+]
+Fid = Annotated[
+    bool,
+    typer.Option("--fid", help="Also report rFID between the inputs and their reconstructions (pytorch-fid's Inception; "
+                 "fetch it once with `vaecli fetch-weights pt_inception`). Biased upwards below a few thousand images."),
+]
+NoLpips = Annotated[bool, typer.Option("--no-lpips", help="Skip LPIPS even when its weights are cached.")]

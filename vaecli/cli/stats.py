@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from .codec import Sample, Seed
 from .options import (
     AllowPickle,
     Alpha,
@@ -24,6 +23,8 @@ from .options import (
     Overwrite,
     Quiet,
     Resize,
+    Sample,
+    Seed,
     Weights,
     json_option,
 )
@@ -95,7 +96,6 @@ def stats(
     Example: vaecli stats photos/ --model sdxl-vae -o sdxl-photos.safetensors
     Exit codes: 0 all inputs measured; 1 some inputs failed (the others were measured; a file is still written); 2 usage or setup error.
     """
-    from ..api import load_vae
     from ..batch.distributed import current_world, rank_device
     from ..batch.encode import (
         MEDIA_SUFFIXES,
@@ -105,13 +105,13 @@ def stats(
     )
     from ..batch.inputs import expand_inputs
     from ..batch.latent_space import layout_of
-    from ..batch.models import ModelFlags, digest_cache, dtype_name, make_runner
+    from ..batch.models import ModelFlags, digest_cache, dtype_name
     from ..batch.plan import plan_jobs
     from ..batch.report import exit_code
     from ..batch.stats import NormalizerOutput, gather_moments
     from ..errors import EXIT_SOME_FAILED, VaecliError
     from ..stats.normalizer import LatentNormalizer
-    from .codec import _size_spec
+    from .model_setup import load_runner, size_spec
     from .output import (
         Reporter,
         plain_warnings,
@@ -121,7 +121,7 @@ def stats(
         warn,
     )
 
-    size = _size_spec(resize, center_crop)
+    size = size_spec(resize, center_crop)
     target = None if output is None else NormalizerOutput(output, overwrite)  # judged before any work
     flags = ModelFlags(model, config, weights)
     with plain_warnings():
@@ -129,9 +129,8 @@ def stats(
         if not found:
             raise VaecliError(f"nothing to measure: no {', '.join(MEDIA_SUFFIXES)} file in {printable(' '.join(inputs))}")
         jobs = plan_jobs(found, lambda job: name_media(job, None, None))
-        vae = load_vae(flags.model, config=flags.config, weights=flags.weights, device=rank_device(device, current_world()),
-                       dtype=dtype.value, allow_pickle=allow_pickle)
-        runner, budget = make_runner(vae, max_memory)
+        runner, budget = load_runner(flags, rank_device(device, current_world()), dtype, allow_pickle, max_memory)
+        vae = runner.vae
         opts = EncodeOptions(size=size, alpha=alpha.value, sample=sample, seed=seed, batch_size=batch_size, data_budget=budget)
         with Reporter(len(jobs), "stats", json_, quiet) as reporter:
             moments, data, results, summary = gather_moments(runner, jobs, opts, reporter)
