@@ -82,9 +82,9 @@ def test_a_resize_that_upscales_far_or_overflows_the_budget_is_said_once_before_
 
     code, out, err = run("--resize", "160", "-o", tmp_path / "up")
     (line,) = err.splitlines()
-    assert code == 0 and line.startswith("Warning: --resize 160 upscales 2 of 3 image(s)") and "up to 10.0x: 24x16 -> 240x160" in line
+    assert code == 0 and line.startswith("Warning: --resize 160 upscales 2 of 3 input(s)") and "up to 10.0x: 24x16 -> 240x160" in line
     pixels = (2 * 240 * 160 + 267 * 160) / 1e6  # 200x120 scaled to a 160 short side is 267x160
-    assert f"the model sees {pixels:.1f} megapixels, {pixels / (2 * 24 * 16 + 200 * 120) * 1e6:.1f}x the inputs'" in line
+    assert f"the model sees {pixels:.3g} megapixels, {pixels / (2 * 24 * 16 + 200 * 120) * 1e6:.2g}x the inputs' 0.0248 megapixels" in line
     assert "Ctrl-C" in line and "tiled" not in line
 
     code, out, err = run("--resize", "8", "-o", tmp_path / "down")  # shrinking is cheap: nothing to say
@@ -93,3 +93,34 @@ def test_a_resize_that_upscales_far_or_overflows_the_budget_is_said_once_before_
     code, out, err = run("--resize", "32", "--max-memory", "1MiB", "-o", tmp_path / "tight")
     (line,) = err.splitlines()  # 2x is not far, but the largest image overflows the budget
     assert code == 0 and "upscales" not in line and "the largest (53x32) needs about" in line and "runs tiled" in line
+
+
+def test_the_resize_cost_reads_sizes_as_the_image_is_shown_exif_turned(tmp_path, capsys, cli_weights):
+    """A phone photo stored 400x100 with EXIF orientation 6 is a 100x400 image: the cost is judged on that."""
+    from PIL import Image
+
+    from vaecli.io.images import image_size, read_image
+
+    img = Image.new("RGB", (400, 100), (200, 90, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    img.save(tmp_path / "turned.jpg", exif=exif.tobytes())
+    assert image_size(tmp_path / "turned.jpg") == (100, 400) == tuple(read_image(tmp_path / "turned.jpg").shape[:0:-1])
+    code, out, err = run_main(capsys, "encode", tmp_path / "turned.jpg", "--weights", cli_weights, "--resize", "100x400", "-o", tmp_path / "same")
+    assert code == 0 and err == ""  # its own size: nothing is resized
+    code, out, err = run_main(capsys, "encode", tmp_path / "turned.jpg", "--weights", cli_weights, "--resize", "400x100", "-o", tmp_path / "squeezed")
+    assert code == 0 and "up to 4.0x: 100x400 -> 400x100" in err
+
+
+def test_a_run_is_not_stopped_by_its_own_warnings_under_pythonwarnings_error(tmp_path, cli_weights):
+    noise_image(tmp_path / "in" / "small.png", 24, 16, 0)
+    p = vaecli("encode", tmp_path / "in", "--weights", cli_weights, "--resize", "160", "-o", tmp_path / "out", env={"PYTHONWARNINGS": "error"})
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.startswith("Warning: --resize 160 upscales 1 of 1 input(s)") and len(p.stderr.splitlines()) == 1
+    assert (tmp_path / "out" / "small.safetensors").is_file()
+
+
+def test_compare_says_the_resize_cost_once_for_models_alike(tmp_path, capsys, cli_weights, empty_cache):
+    noise_image(tmp_path / "in" / "small.png", 24, 16, 0)
+    code, out, err = run_main(capsys, "compare", tmp_path / "in", "--model", cli_weights, "--model", cli_weights, "--resize", "160", "--no-lpips", "--json")
+    assert code == 0 and err.count("Warning: --resize 160") == 1

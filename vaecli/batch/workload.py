@@ -17,8 +17,12 @@ from .plan import Job
 UPSCALE_WARN = 2.0  # a linear factor: beyond it the model sees 4x the pixels and more, with no detail gained
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
+def _bytes(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _megapixels(n: float) -> str:
+    return f"{n / 1e6:.3g} megapixels"
 
 
 def resize_cost(runner: Runner, jobs: list[Job], size: SizeSpec, decode: bool) -> str | None:
@@ -35,8 +39,8 @@ def resize_cost(runner: Runner, jobs: list[Job], size: SizeSpec, decode: bool) -
     worst = None  # (factor, (w, h) before, (w, h) after)
     largest = (0, 0)  # (h, w) the model sees, the most pixels
     for job in jobs:
-        if job.kind != "image" or (wh := image_size(job.input)) is None:
-            continue  # unreadable ones fail on their own when read
+        if (wh := image_size(job.input)) is None:
+            continue  # unreadable ones fail on their own when read; videos Pillow cannot open are not counted
         w, h = wh
         try:
             (rh, rw), crop = size.resized(h, w, f)
@@ -63,14 +67,14 @@ def resize_cost(runner: Runner, jobs: list[Job], size: SizeSpec, decode: bool) -
     factor, (w, h), (rw, rh) = worst
     words = [f"--resize {size.width}{'' if size.height is None else f'x{size.height}'}"]
     if upscaled:
-        words.append(f"upscales {upscaled} of {n} image(s) by more than {UPSCALE_WARN:g}x (up to {factor:.1f}x: {w}x{h} -> {rw}x{rh}),"
+        words.append(f"upscales {upscaled} of {n} input(s) by more than {UPSCALE_WARN:g}x (up to {factor:.1f}x: {w}x{h} -> {rw}x{rh}),"
                      " which adds pixels but no detail;")
-    words.append(f"the model sees {pixels_out / 1e6:.1f} megapixels, {pixels_out / pixels_in:.1f}x the inputs' {pixels_in / 1e6:.1f};")
+    words.append(f"the model sees {_megapixels(pixels_out)}, {pixels_out / pixels_in:.2g}x the inputs' {_megapixels(pixels_in)};")
     if need > budget:
-        words.append(f"the largest ({largest[1]}x{largest[0]}) needs about {_gib(need)} untiled, over the {_gib(budget)} memory budget,"
-                     " so it runs tiled, far slower (set --max-memory to change the budget);")
+        words.append(f"the largest ({largest[1]}x{largest[0]}) needs about {_bytes(need)} untiled, more than the {_bytes(budget)} the model may use"
+                     " (see --max-memory), so it runs tiled, far slower;")
     else:
-        words.append(f"the largest ({largest[1]}x{largest[0]}) needs about {_gib(need)} of the {_gib(budget)} memory budget;")
+        words.append(f"the largest ({largest[1]}x{largest[0]}) needs about {_bytes(need)};")
     words.append("Ctrl-C stops the run and keeps what is written")
     return " ".join(words)
 

@@ -64,17 +64,24 @@ class Reporter:
 
 @contextlib.contextmanager
 def plain_warnings():
-    """Warnings as one `Warning: ...` line on stderr (names escaped), not Python's file:line form."""
-    original = warnings.showwarning
+    """Warnings as one `Warning: ...` line on stderr (names escaped), not Python's file:line form.
+
+    Each distinct message is said once per run, and never raised: a PYTHONWARNINGS=error set for some other
+    program must not turn a note about a run into its failure.
+    """
+
+    said = set()  # Python's own once-per-location memory is reset whenever any library enters catch_warnings
 
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"Warning: {printable(message)}", file=sys.stderr)
+        text = printable(message)
+        if text not in said:
+            said.add(text)
+            print(f"Warning: {text}", file=sys.stderr)
 
-    warnings.showwarning = show
-    try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
         yield
-    finally:
-        warnings.showwarning = original
 
 
 def warn(message: str) -> None:

@@ -189,13 +189,20 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().mul(255.0).clamp_(0, 255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
+_EXIF_ORIENTATION = 0x0112
+_ORIENTATIONS_TURNED = (5, 6, 7, 8)  # a quarter turn (with or without a mirror): width and height swap
+
+
 def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from an image's header without decoding it; None when Pillow cannot tell."""
+    """(width, height) as read_image will return it (EXIF orientation applied), from the header without
+    decoding the pixels; None when Pillow cannot tell."""
     try:
         with Image.open(path) as img:
-            return img.size
+            w, h = img.size
+            turned = img.getexif().get(_EXIF_ORIENTATION) in _ORIENTATIONS_TURNED
     except Exception:  # noqa: BLE001 - the full read names the cause later
         return None
+    return (h, w) if turned else (w, h)
 
 
 def write_image(x: torch.Tensor | np.ndarray, path: str | Path, fmt: str | None = None, *,
