@@ -105,7 +105,9 @@ def test_expand_and_plan(tmp_path):
     names = [str(f.path.relative_to(tmp_path)) if f.error is None else f.error for f in found]
     assert names[:5] == ["d/a.jpg", "d/b.png", "d/sub/c.jpg", "d/sub/c.png", "e.png"]  # sorted; hidden, .txt and -o skipped; once each
     assert names[5].endswith("nope.png: no such file or folder") and "notes.txt: not a file this command reads" in names[6]
-    assert warnings == []
+    assert warnings == [f"left out of the folder and glob searches: 1 hidden file ({tmp_path / 'd' / '.cache' / 'x.png'}); "
+                        "name a file to take it as an input"]  # said, not dropped silently; notes.txt is no media: not counted
+    warnings.clear()
     (tmp_path / "empty").mkdir()
     assert expand_inputs([str(tmp_path / "*.webp"), str(tmp_path / "empty")], (".png",), warnings.append) == []
     assert len(warnings) == 2 and "matches no" in warnings[0] and "nothing to do" in warnings[1]

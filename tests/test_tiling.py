@@ -277,3 +277,21 @@ def test_cli_max_memory_tiles_and_matches(tmp_path, capsys, tiny_weights, monkey
     plain_px, tiled_px = (read_image(tmp_path / d / "in.png") for d in ("plain", "tiled"))
     assert (plain_px - tiled_px).abs().max() <= 1 / 255 + 1e-6  # 8-bit PNGs: at most one rounding step apart
     assert run("encode", img, "-o", tmp_path / "bad", "--weights", tiny_weights, "--max-memory", "lots") == 2
+
+
+def test_a_batch_over_the_budget_runs_in_untiled_slices_not_tiled():
+    """Whether an image is tiled must not depend on --batch-size: a batch of 4 whose items fit the budget two at a
+    time runs untiled in two slices (before, the whole batch was tiled, and tiled pixels differ from untiled ones
+    by float rounding: 1/255 in a few pixels of a real photograph); an item alone over the budget is still tiled."""
+    vae = _model(CONFIGS["quant"])
+    z = torch.randn(4, 4, 10, 14)
+    two = estimate_memory(vae, (2, *z.shape[1:]), z.dtype, "decode")
+    with torch.inference_mode():
+        want = torch.cat([vae.decode(z[i : i + 1]) for i in range(4)])
+        dec = _CallCounter(vae.decoder)
+        px = Runner(vae, MemoryPolicy(two, tile_size=16)).decode(z)
+        assert dec.calls == 2  # two untiled slices of two
+        one = estimate_memory(vae, (1, *z.shape[1:]), z.dtype, "decode")
+        Runner(vae, MemoryPolicy(one - 1, tile_size=16)).decode(z)
+        assert dec.calls == 2  # one item alone is over the budget: tiled, the ordinary pass not called
+    assert _rel_err(px, want) < 1e-5  # slices of 2 vs items of 1: the kernels' own batch-dependent rounding (README)

@@ -51,6 +51,11 @@ def _rewritten(latent: Path, dest: Path, **changes: str) -> Path:
     return dest
 
 
+def _meta_of(latent: Path) -> dict[str, str]:
+    with safe_open(str(latent), framework="pt") as f:
+        return dict(f.metadata())
+
+
 def _config(**changes) -> str:
     return json.dumps({**CLI_CONFIG.to_dict(), **changes})
 
@@ -72,6 +77,15 @@ def decoded(tmp_path_factory, good_latent, cli_weights) -> dict:
     _rewritten(good_latent, latents / "not-weights.safetensors", weights=str(notes))
     _rewritten(good_latent, latents / "other-config.safetensors", config=_config(num_res_blocks=4, name="claimed"))
     _rewritten(good_latent, latents / "plain-other.safetensors", config=_config(ch=64), weights=str(plain))
+    # Recorded source sizes (65x57, no --resize) that the latent cannot have come from, and ones it can.
+    _rewritten(good_latent, latents / "original-larger.safetensors", original_height="900")
+    _rewritten(good_latent, latents / "original-smaller.safetensors", original_width="3")
+    pre = json.loads(_meta_of(good_latent)["preprocess"])
+    _rewritten(good_latent, latents / "resized-any.safetensors", original_height="900", original_width="3",
+               preprocess=json.dumps({**pre, "resize": [57, 65]}))
+    cropped = json.dumps({**pre, "center_crop": True})
+    _rewritten(good_latent, latents / "cropped-ok.safetensors", original_height="72", original_width="57", preprocess=cropped)
+    _rewritten(good_latent, latents / "cropped-too-much.safetensors", original_height="73", preprocess=cropped)
     with safe_open(str(good_latent), framework="pt") as f:  # valid metadata on a latent with an empty side
         empty = {k: f.get_tensor(k)[:, :0] for k in f.keys()}  # (C, 0, w)
         save_file(empty, str(latents / "empty.safetensors"), metadata=f.metadata())
@@ -130,3 +144,16 @@ def test_a_latent_with_an_empty_side_is_refused(decoded):
     """Before: a (C, 0, w) latent divided by zero while planning and aborted the whole run (exit 2)."""
     error = _error(decoded, "empty")
     assert "every dimension must be at least 1" in error and ", 0, " in error
+
+
+def test_a_recorded_source_size_the_latent_cannot_hold_is_refused(decoded):
+    """Before: original_height=900 on a latent of 65 content rows (no --resize) decoded as if nothing were wrong.
+    Encode pads the bottom and right by less than the factor (8) and records the source's size, so without
+    --resize it equals the content size; --center-crop alone crops less than the factor; --resize allows any."""
+    error = _error(decoded, "original-larger")
+    assert "original_height=900 does not fit the content size 65 that its latent of side 9 holds" in error
+    assert "without --resize or --center-crop they are equal" in error
+    assert "original_width=3 does not fit the content size 57 that its latent of side 8 holds" in _error(decoded, "original-smaller")
+    assert "with --center-crop the source is at most 7 pixels larger" in _error(decoded, "cropped-too-much")
+    for fine in ("resized-any", "cropped-ok"):
+        assert decoded["results"][fine]["status"] == "ok", decoded["results"][fine]

@@ -9,6 +9,8 @@ decoded a batch of frames at a time straight into a streaming writer.
 from __future__ import annotations
 
 import threading
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from ..io.latents import (
     peek_latent,
     read_latent,
 )
+from ..io.provenance import read_provenance
 from ..io.video import VideoWriter
 from ..model import AutoencoderKL
 from .freshness import Recipe, write_guard
@@ -106,15 +109,34 @@ class Decoder:
     def __init__(self, models: ModelSource, opts: DecodeOptions, run: Run):
         self.models, self.opts, self.run = models, opts, run
         self.requests: dict[int, ModelRequest] = {}
+        self.encoded_with: dict[int, str] = {}  # id(job) -> sha256 of the weights its latent's provenance names
         self.loading = threading.Lock()  # loader threads share the model cache
         given = models.given
         self.batch_size = opts.batch_size or (given.default_batch_size if given is not None else 4)
 
     def recipe(self, job: Job) -> Recipe:
         request = self.requests[id(job)] = self.models.request(job.header, job.input)
+        doc = read_provenance(job.input)
+        recorded = doc.get("model") if isinstance(doc, dict) else None
+        if isinstance(recorded, dict) and isinstance(recorded.get("weights_sha256"), str):
+            self.encoded_with[id(job)] = recorded["weights_sha256"]
         video = {"pixels": "rgb-lossless" if self.opts.lossless_video else "yuv420p"} if job.output.suffix == ".mp4" else {}
         return Recipe.of(request.identity, output="video" if job.header.is_video else "image",
                          format=job.output.suffix[1:], scaled=self.opts.scaled, dtype=self.opts.dtype, **video)
+
+    def say_other_weights(self, todo: list[Job]) -> None:
+        """One warning per (encoder's, decoder's) weights pair that differ among the latents to decode: not an
+        error (a fine-tuned decoder is a choice), but never silent (a replaced weights file, a wrong --model)."""
+        pairs = Counter()
+        for job in todo:
+            used = self.requests[id(job)].identity.get("weights_sha256")
+            recorded = self.encoded_with.get(id(job))
+            if recorded and used and recorded != used:
+                pairs[recorded, used] += 1
+        for (recorded, used), n in pairs.items():
+            warnings.warn(f"{n} latent{'s were' if n > 1 else ' was'} encoded with weights sha256 {recorded[:12]} and {'are' if n > 1 else 'is'} "
+                          f"decoded with weights sha256 {used[:12]}: another decoder than the encoder's own (expected with a fine-tuned decoder)",
+                          stacklevel=2)
 
     def load(self, job: Job) -> Loaded:
         """Fingerprint, read and check one latent, and make sure its model is loaded (loader thread)."""
@@ -170,6 +192,7 @@ def decode_files(models: ModelSource, jobs: list[Job], opts: DecodeOptions, on_r
     dec = Decoder(models, opts, run)
     try:
         todo = triage(run, jobs, dec.recipe, opts.overwrite)
+        dec.say_other_weights(todo)
         run_batched(run, [j for j in todo if not j.header.is_video], load=dec.load, cost=dec.cost,
                     key=lambda item: (item.request.key, tuple(item.latent.tensor.shape)), batch_size=dec.batch_size,
                     process=dec.images, jobs_of=lambda b: [item.job for item in b], workers=opts.workers)

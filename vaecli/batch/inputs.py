@@ -1,24 +1,39 @@
 """Command-line arguments -> the input files of a run: folders searched, globs expanded, non-media files dropped.
 
-A folder is searched recursively in sorted order; hidden files, vaecli's temporaries and files
-whose suffix is not one the command reads (captions, .json sidecars, notes) are left out before
-anything else happens, so they never claim an output name. The run's own output folder is left
-out too when it lies inside an input folder, so a rerun does not take its outputs for inputs. A
-glob is a list of files with the same filter. A file named explicitly is always an input: if it is
-not of a kind the command reads, it fails alone. A path that does not exist is a failed input; a
-folder or glob with nothing to work on is a warning.
+A folder is searched recursively in sorted order; vaecli's temporaries and files whose suffix is
+not one the command reads (captions, .json sidecars, notes) are left out before anything else
+happens, so they never claim an output name. A folder search or a glob also leaves out, and says so
+in one warning line per run with counts:
+
+- hidden files (a name, or a folder above it below the argument, starting with a dot);
+- dangling symbolic links;
+- images and videos vaecli itself wrote (decoded images, reconstructions: their provenance
+  document says so) from a source inside the same folder argument (a glob: the folder before its
+  first wildcard), by the recorded path or, for a folder moved with its outputs, by the recorded
+  bytes; so a rerun, or encode after decode into the same folder, does not take the run's own
+  outputs for new inputs. Latents are decode's inputs by design: they are taken.
+
+The run's own output folder is not searched when it lies inside an input folder. A file named
+explicitly is always an input: if it is not of a kind the command reads, or is a dangling link, it
+fails alone. A path that does not exist is a failed input; a folder or glob with nothing to work on
+is a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io.atomic import TMP_PREFIX
+from ..io.hashing import file_digest
+from ..io.provenance import read_provenance
 
 _GLOB_CHARS = set("*?[")
+PIXEL_OUTPUTS = ("image", "video", "reconstruction")  # the `output` option of decode's and roundtrip's recipes
 
 
 @dataclass(frozen=True)
@@ -52,17 +67,75 @@ def _inside(path: Path, folder: Path | None) -> bool:
     return folder is not None and (path == folder or folder in path.parents)
 
 
+def _glob_root(pattern: str) -> Path:
+    """The folder a glob searches: its leading parts before the first wildcard ("photos/**/*.png" -> photos)."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if _GLOB_CHARS & set(part)), len(parts))
+    return Path(*parts[:fixed]) if fixed else Path(".")
+
+
+def pixel_source(path: Path) -> dict | None:
+    """The recorded source (path, size, sha256...) of an image or video vaecli wrote (decoded, reconstructed); else None."""
+    doc = read_provenance(path)
+    if not (isinstance(doc, dict) and isinstance(doc.get("options"), dict) and isinstance(doc.get("source"), dict)):
+        return None
+    return doc["source"] if doc["options"].get("output") in PIXEL_OUTPUTS else None
+
+
+class _Folder:
+    """One folder argument (a glob: its fixed part) and, built only when needed, its files by size."""
+
+    def __init__(self, root: Path, files: list[Path]):
+        self.root, self.files = root.resolve(), files
+        self._by_size: dict[int, list[Path]] | None = None
+
+    def holds(self, source: dict) -> bool:
+        """Whether the recorded source lies in this folder: by its path, or by its bytes (the folder moved with its outputs)."""
+        path = source.get("path")
+        if isinstance(path, str) and _inside(Path(path), self.root):
+            return True
+        if self._by_size is None:
+            self._by_size = {}
+            for f in self.files:
+                with contextlib.suppress(OSError):
+                    if f.is_file():
+                        self._by_size.setdefault(f.stat().st_size, []).append(f)
+        return any(file_digest(f) == source.get("sha256") for f in self._by_size.get(source.get("size"), ()))  # type: ignore[arg-type]
+
+
+@dataclass
+class LeftOut:
+    """What folder searches and globs left out that a user may have meant as inputs, for one warning line."""
+
+    hidden: list[Path] = field(default_factory=list)
+    dangling: list[Path] = field(default_factory=list)
+    ours: list[Path] = field(default_factory=list)
+
+    def line(self) -> str | None:
+        """`left out of the search: 2 hidden files (e.g. a/.x.png), ...`, or None when nothing was."""
+        parts = []
+        for paths, one, many in ((self.hidden, "hidden file", "hidden files"), (self.dangling, "dangling symbolic link", "dangling symbolic links"),
+                                 (self.ours, "image or video vaecli wrote from a file in the same folder",
+                                  "images or videos vaecli wrote from files in the same folder")):
+            if paths:
+                parts.append(f"{len(paths)} {one if len(paths) == 1 else many} ({'' if len(paths) == 1 else 'e.g. '}{paths[0]})")
+        if not parts:
+            return None
+        return f"left out of the folder and glob searches: {', '.join(parts)}; name a file to take it as an input"
+
+
 def expand_inputs(args: Iterable[str], suffixes: tuple[str, ...], warn: Callable[[str], None],
                   exclude: Path | None = None) -> list[Found]:
     """Each argument -> its files, in argument order, each argument's files sorted, duplicates once.
 
     `suffixes`: what the command reads; `exclude`: a folder (the run's -o) never searched.
-    Warnings go to `warn`.
+    Warnings go to `warn`: one per folder or glob with nothing to do, one for everything left out.
     """
     wanted = ", ".join(suffixes)
     out: list[Found] = []
     seen: set[Path] = set()
     skip = None if exclude is None else exclude.resolve()
+    left_out = LeftOut()
 
     def add(found: Found) -> None:
         key = found.path.resolve() if found.error is None else found.path
@@ -70,14 +143,30 @@ def expand_inputs(args: Iterable[str], suffixes: tuple[str, ...], warn: Callable
             seen.add(key)
             out.append(found)
 
-    def usable(p: Path) -> bool:
-        return p.suffix.lower() in suffixes and not p.name.startswith(TMP_PREFIX) and p.is_file()
+    def search(candidates: list[Path], root: Path) -> list[Path]:
+        """The usable files among `candidates` (sorted), recording what a user may have meant."""
+        below = skip if skip is not None and skip != root.resolve() else None  # -o inside this folder, not the folder itself
+        folder = _Folder(root, candidates)
+        files = []
+        for p in candidates:
+            if p.suffix.lower() not in suffixes or p.name.startswith(TMP_PREFIX) or _inside(p.resolve(), below):
+                continue
+            if p.is_symlink() and not p.exists():
+                left_out.dangling.append(p)
+            elif not p.is_file():
+                continue
+            elif _hidden(p.absolute(), root.absolute()):
+                left_out.hidden.append(p)
+            elif (source := pixel_source(p)) is not None and folder.holds(source):
+                left_out.ours.append(p)
+            else:
+                files.append(p)
+        return files
 
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            below = skip if skip is not None and skip != path.resolve() else None  # -o inside this folder, not the folder itself
-            files = [p for p in sorted(path.rglob("*")) if not _hidden(p, path) and usable(p) and not _inside(p.resolve(), below)]
+            files = search(sorted(path.rglob("*")), path)
             if not files:
                 warn(f"{arg}: nothing to do in this folder (no {wanted} files)")
             for p in files:
@@ -87,12 +176,16 @@ def expand_inputs(args: Iterable[str], suffixes: tuple[str, ...], warn: Callable
                 add(Found(path))
             else:
                 add(Found(path, error=f"{path}: not a file this command reads (suffix {path.suffix or 'none'}; expected {wanted})"))
+        elif path.is_symlink():
+            add(Found(path, error=f"{arg}: a dangling symbolic link (its target {os.readlink(path)} does not exist)"))
         elif _GLOB_CHARS & set(arg):
-            files = [Path(m) for m in sorted(glob.glob(arg, recursive=True)) if usable(Path(m))]
+            files = search([Path(m) for m in sorted(glob.glob(arg, recursive=True))], _glob_root(arg))
             if not files:
                 warn(f"{arg}: matches no {wanted} file")
             for p in files:
                 add(Found(p))
         else:
             add(Found(path, error=f"{arg}: no such file or folder"))
+    if (line := left_out.line()) is not None:
+        warn(line)
     return out

@@ -319,11 +319,38 @@ def check_channels(latent: Latent, channels: int) -> None:
         raise InputError(f"{latent.path}: latent has {got} channels but the model expects {channels}")
 
 
+def _shaping(meta: LatentMeta) -> tuple[bool, bool] | None:
+    """(resized, center-cropped) as the latent's `preprocess` records them; None when it records nothing readable."""
+    try:
+        pre = json.loads(meta.preprocess)
+    except ValueError:
+        return None
+    if not isinstance(pre, dict) or "resize" not in pre:
+        return None
+    return pre["resize"] is not None, bool(pre.get("center_crop"))
+
+
 def check_geometry(path: Path, shape: tuple[int, ...], meta: LatentMeta | None, factor: int) -> None:
-    """A vaecli latent's recorded content size must be what its padded latent decodes to (no silent crops)."""
+    """A vaecli latent's recorded sizes must be what its latent holds (no silent crops, no impossible metadata).
+
+    The content size (height, width) is what the padded latent decodes to: encode pads only the bottom and
+    right, by less than `factor`, so ceil(size / factor) is the latent's side. The source's size
+    (original_height, original_width) equals the content size unless the latent records --resize (any
+    size) or --center-crop alone (which crops less than `factor` pixels from each side's length).
+    """
     if meta is None:
         return
     h, w = shape[-2:]
     for key, size, side in (("height", meta.height, h), ("width", meta.width, w)):
         if -(-size // factor) != side:
             raise InputError(f"{path}: latent metadata field {key}={size} does not fit a latent of side {side} (factor {factor})")
+    shaping = _shaping(meta)
+    if shaping is None or shaping[0]:
+        return
+    cropped = shaping[1]
+    for key, original, size in (("original_height", meta.original_height, meta.height), ("original_width", meta.original_width, meta.width)):
+        if not (0 <= original - size < factor if cropped else original == size):
+            rule = (f"with --center-crop the source is at most {factor - 1} pixels larger" if cropped
+                    else "without --resize or --center-crop they are equal")
+            raise InputError(f"{path}: latent metadata field {key}={original} does not fit the content size {size} that its latent "
+                             f"of side {h if key == 'original_height' else w} holds ({rule})")

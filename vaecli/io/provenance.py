@@ -30,6 +30,7 @@ PROVENANCE_KEY = "vaecli_provenance"
 _PREFIX = PROVENANCE_KEY + "="
 _XMP_ATTR = re.compile(r'vaecli:provenance="([^"]*)"')
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CONTAINER_SUFFIXES = (".safetensors", ".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".gif", ".mp4")  # files that can hold one
 
 
 def provenance_text(doc: dict) -> str:
@@ -127,6 +128,8 @@ def read_provenance(path: str | Path) -> dict | None:
     """The document stored in an output file, or None (absent, unreadable, or not a file vaecli writes)."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix not in CONTAINER_SUFFIXES:
+        return None
     try:
         if suffix == ".safetensors":
             from safetensors import safe_open

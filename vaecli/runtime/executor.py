@@ -1,9 +1,10 @@
 """Runs a loaded VAE for batch work: the one choke point every encode and decode of the commands passes.
 
 What a command needs from a model call, in one place: no autograd, inputs moved to the model's
-device and dtype, exact tiling when the memory policy says the whole pass will not fit or when it
-runs out of memory, and a batch whose float16 result has NaN/inf (the SDXL VAE overflows in fp16)
-redone in float32 with a warning. Results come back in float32.
+device and dtype, a batch over the memory budget run in slices, exact tiling for an item that alone
+will not fit or runs out of memory (so the batch size never decides it), and a batch whose float16
+result has NaN/inf (the SDXL VAE overflows in fp16) redone in float32 with a warning. Results come
+back in float32.
 """
 
 from __future__ import annotations
@@ -59,23 +60,39 @@ class Runner:
             return out.float()
 
     def _encode(self, vae: AutoencoderKL, x: torch.Tensor) -> DiagonalGaussianDistribution:
-        return self._auto(vae, x, "encode", lambda: vae.encode(x), lambda: tiled_encode(vae, x, self.memory.tile_size, storage_budget=self.memory.max_memory))
+        def join(parts: list[DiagonalGaussianDistribution]) -> DiagonalGaussianDistribution:
+            return DiagonalGaussianDistribution(torch.cat([p.parameters for p in parts]))  # (B, 2C, h, w)
+
+        return self._auto(vae, x, "encode", vae.encode, lambda t: tiled_encode(vae, t, self.memory.tile_size, storage_budget=self.memory.max_memory), join)
 
     def _decode(self, vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
-        return self._auto(vae, z, "decode", lambda: vae.decode(z), lambda: tiled_decode(vae, z, self.memory.tile_size, storage_budget=self.memory.max_memory))
+        return self._auto(vae, z, "decode", vae.decode, lambda t: tiled_decode(vae, t, self.memory.tile_size, storage_budget=self.memory.max_memory), torch.cat)
 
-    def _auto(self, vae: AutoencoderKL, t: torch.Tensor, mode: str, untiled, tiled):
-        """Tiled when over the budget; untiled otherwise, retried tiled after an out-of-memory error."""
-        if self.memory.should_tile(vae, t.shape, t.dtype, mode):
-            return tiled()
+    def _auto(self, vae: AutoencoderKL, t: torch.Tensor, mode: str, untiled, tiled, join):
+        """Untiled, in the largest slices of the batch that fit the budget; tiled only when one item alone is over
+        it or runs out of memory alone.
+
+        Whether an item is tiled depends on its size, never on the batch it came in: tiled output equals
+        untiled only to float rounding (1/255 in a few pixels once 8-bit), so --batch-size must not decide it.
+        """
+        if self.memory.should_tile(vae, t[:1].shape, t.dtype, mode):
+            return tiled(t)
+        fit = next(k for k in range(t.shape[0], 0, -1) if k == 1 or not self.memory.should_tile(vae, (k, *t.shape[1:]), t.dtype, mode))
+        parts = [self._untiled_or_tiled(chunk, untiled, tiled, join) for chunk in t.split(fit)]
+        return parts[0] if len(parts) == 1 else join(parts)
+
+    def _untiled_or_tiled(self, t: torch.Tensor, untiled, tiled, join):
+        """Untiled; after an out-of-memory error, item by item, and tiled for an item that alone runs out."""
         try:
-            return untiled()
+            return untiled(t)
         except (RuntimeError, torch.OutOfMemoryError) as e:
             if not is_out_of_memory(e):
                 raise
         if t.is_cuda:  # the failed attempt's blocks, outside the except so its frames are released
             torch.cuda.empty_cache()
-        return tiled()
+        if t.shape[0] > 1:
+            return join([self._untiled_or_tiled(item, untiled, tiled, join) for item in t.split(1)])
+        return tiled(t)
 
     def _overflowed(self, out: torch.Tensor, what: str) -> bool:
         if self.dtype != torch.float16 or torch.isfinite(out).all():
