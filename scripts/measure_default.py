@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     try:
         from typer.testing import CliRunner
 
-        from vaecli.cli import app
+        from vaecli.cli.app import app
 
         runner = CliRunner()
         times, last = [], None
