@@ -124,3 +124,27 @@ def test_compare_says_the_resize_cost_once_for_models_alike(tmp_path, capsys, cl
     noise_image(tmp_path / "in" / "small.png", 24, 16, 0)
     code, out, err = run_main(capsys, "compare", tmp_path / "in", "--model", cli_weights, "--model", cli_weights, "--resize", "160", "--no-lpips", "--json")
     assert code == 0 and err.count("Warning: --resize 160") == 1
+
+
+@pytest.mark.parametrize("args, says", [
+    (("encode",), "Missing argument 'INPUT...'"),
+    (("encode", "x.png", "--bogus"), "No such option: --bogus"),
+    (("encode", "x.png", "--batch-size", "abc"), "Invalid value for '--batch-size'"),
+    (("roundtrip", "in", "--report", "mine.csv", "--no-lpips"), "Invalid value for --report: mine.csv: exists and is not a report vaecli wrote"),
+    (("nosuch",), "No such command 'nosuch'"),
+])
+def test_usage_errors_are_one_line(tmp_path, args, says):
+    """Click's four-line block (usage, hint, blank, error) as the one line the README promises, exit 2, through the real executable."""
+    noise_image(tmp_path / "in" / "a.png", 24, 16, 0)
+    (tmp_path / "mine.csv").write_text("my own table\n")
+    p = vaecli(*args, cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and p.stderr.startswith(f"Error: {says}"), p.stderr
+    assert "Usage:" not in p.stderr and "-h')" in p.stderr and (tmp_path / "mine.csv").read_text() == "my own table\n"
+
+
+def test_help_is_still_help(tmp_path):
+    """`vaecli` alone shows the help (exit 2, as before) and --help exits 0: neither is a usage error."""
+    alone = vaecli(cwd=tmp_path)
+    assert alone.returncode == 2 and "Usage: vaecli [OPTIONS] COMMAND" in alone.stdout + alone.stderr and "Error" not in alone.stderr
+    asked = vaecli("encode", "--help", cwd=tmp_path)
+    assert asked.returncode == 0 and "Usage: vaecli encode [OPTIONS] INPUT..." in asked.stdout

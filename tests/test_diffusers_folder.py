@@ -99,6 +99,27 @@ def test_missing_keys_take_the_class_defaults_as_in_diffusers(tmp_path):
     _check_against_diffusers(load_vae(str(folder), device="cpu", dtype="fp32"), ref, wide_photo(64, 1024))
 
 
+def test_a_null_scaling_factor_means_no_scale_not_the_default(tmp_path):
+    """diffusers keeps an explicit null as None (no default filled in); latents are then left unscaled and
+    recorded so, with a warning, through the real CLI; a missing key still means 0.18215 (test above)."""
+    import diffusers
+
+    ref = random_diffusers(**_kwargs(CASES["sd-like"]))
+    folder = _save_folder(ref, tmp_path / "null-scale")
+    config = json.loads((folder / "config.json").read_text())
+    config["scaling_factor"] = None
+    (folder / "config.json").write_text(json.dumps(config))
+    assert diffusers.AutoencoderKL.from_config(config).config.scaling_factor is None  # the reference's reading
+    Image.fromarray(wide_photo(96, 1024)).save(tmp_path / "photo.png")  # no padding: the whole latent compares
+    p = _cli("encode", "photo.png", "--model", folder, "--device", "cpu", "-o", "out", cwd=tmp_path)
+    assert p.returncode == 0 and "scaling_factor is null" in p.stderr and "left unscaled" in p.stderr, p.stderr
+    got = read_latent(tmp_path / "out" / "photo.safetensors")
+    assert got.meta.scaling_factor is None and not got.meta.scaled
+    with torch.no_grad():
+        want = ref.encode(to_pixels(wide_photo(96, 1024))).latent_dist.mode()[0]  # unscaled, as diffusers' VAE gives it
+    assert got.tensor.shape == want.shape and _close(got.tensor, want)
+
+
 def _cli(*args, cwd, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vaecli", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd, env={**os.environ, **(env or {})})
 

@@ -279,3 +279,61 @@ def test_models_says_where_each_models_weights_were_found(env, repo_files, pinne
     links = add_to_hub_cache(Path(env["HF_HUB_CACHE"]), REPO, repo_files)
     after = rows()["tiny-pinned"]
     assert (after["found"], after["path"], after["cached"]) == ("hf-cache", str(links[WEIGHTS_PATH]), True)
+
+
+def _wrong_copy_in_hub_cache(env, repo_files) -> Path:
+    """The registry file's place in the hub cache holds another file (its blob name is its own sha256, not the pin)."""
+    return add_to_hub_cache(Path(env["HF_HUB_CACHE"]), REPO, {WEIGHTS_PATH: repo_files[WEIGHTS_PATH][:-1] + b"\x01"})[WEIGHTS_PATH]
+
+
+def test_models_does_not_call_a_copy_that_fails_its_pin_found(monkeypatch, env, repo_files, pinned_entry, capsys):
+    monkeypatch.setenv("COLUMNS", "200")  # a table cell on one line
+    link = _wrong_copy_in_hub_cache(env, repo_files)
+    code, out, _ = run_main(capsys, "models", "--json")
+    row = {r["name"]: r for r in json.loads(out)["models"]}["tiny-pinned"]
+    assert code == 0 and (row["found"], row["cached"], row["path"]) == ("hf-cache", False, str(link))
+    assert "pinned for it" in row["problem"] and str(link) in row["problem"]
+    code, out, _ = run_main(capsys, "models")
+    assert code == 0 and "hf-cache (sha256 mismatch)" in out
+
+
+def test_fetch_verify_checks_the_hub_cache_copy(env, repo_files, pinned_entry, capsys):
+    link = _wrong_copy_in_hub_cache(env, repo_files)
+    code, _, err = run_main(capsys, "fetch-weights", "tiny-pinned", "--verify")
+    assert code == 1 and err.count("\n") == 1 and f"{link} (Hugging Face cache of {REPO})" in err and "pinned for it" in err, err
+    assert "not downloaded" not in err and not Path(env["VAECLI_CACHE"]).exists()
+
+
+def test_an_offline_fetch_after_a_refused_hub_copy_says_why_it_needed_the_network(monkeypatch, env, repo_files, pinned_entry, capsys):
+    link = _wrong_copy_in_hub_cache(env, repo_files)
+    monkeypatch.setenv("VAECLI_OFFLINE", "1")
+    code, _, err = run_main(capsys, "fetch-weights", "tiny-pinned")
+    assert code == 1 and err.count("\n") == 1 and "offline mode is on" in err, err
+    assert "because the Hugging Face cache's copy was refused" in err and str(link) in err and "pinned for it" in err
+
+
+def test_a_broken_link_in_the_hub_cache_is_named_and_fetch_weights_gives_a_copy(tmp_path, env, repo_files, server):
+    """A snapshot entry whose blob is gone is no 'not in the cache': it is named, with the ways out; the
+    fetch-weights way is true (it downloads into vaecli's cache, looked at first), the hub cache stays untouched."""
+    links = add_to_hub_cache(Path(env["HF_HUB_CACHE"]), REPO, repo_files)
+    links[WEIGHTS_PATH].resolve().unlink()
+    Image.fromarray(wide_photo(40, 48)).save(tmp_path / "p.png")
+    p = _cli("encode", "p.png", "--model", f"{REPO}/vae", "--device", "cpu", "-o", "out", cwd=tmp_path)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert f"{links[WEIGHTS_PATH]} (Hugging Face cache of {REPO}): a broken link" in p.stderr and "not in vaecli's cache" not in p.stderr
+    assert "huggingface-cli download" in p.stderr and "vaecli fetch-weights" in p.stderr and not (tmp_path / "out").exists()
+    before = tree_state(Path(env["HF_HUB_CACHE"]))
+    _serve_repo(server, repo_files)
+    p = _cli("fetch-weights", f"{REPO}/vae", cwd=tmp_path, extra={"VAECLI_ENDPOINT": server.url("")})
+    assert p.returncode == 0 and "broken link" in p.stderr, p.stderr
+    p = _cli("encode", "p.png", "--model", f"{REPO}/vae", "--device", "cpu", "-o", "out", cwd=tmp_path, extra={"VAECLI_OFFLINE": "1"})
+    assert p.returncode == 0, p.stderr
+    assert tree_state(Path(env["HF_HUB_CACHE"])) == before
+
+
+def test_models_names_a_broken_link(monkeypatch, env, repo_files, pinned_entry, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    links = add_to_hub_cache(Path(env["HF_HUB_CACHE"]), REPO, repo_files)
+    links[WEIGHTS_PATH].resolve().unlink()
+    code, out, _ = run_main(capsys, "models")
+    assert code == 0 and "hf-cache (broken link)" in out

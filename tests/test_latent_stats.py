@@ -147,6 +147,8 @@ def _tampered(key: str, change) -> bytes:
     [
         ("actnorm.scale", torch.zeros_like, "zero"),
         ("actnorm.loc", lambda t: torch.full_like(t, math.nan), "NaN"),
+        ("actnorm.scale", lambda t: t * 1e-35, "out of range"),
+        ("invconv.lu", lambda t: t + 1e39, "beyond float32's range"),
         ("invconv.perm", torch.zeros_like, "malformed"),
         ("invconv.sign_s", lambda t: torch.full_like(t, 0.5), "malformed"),
         ("invconv.lu", lambda t: t + torch.eye(C, dtype=t.dtype), "malformed"),

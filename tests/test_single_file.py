@@ -74,7 +74,8 @@ def test_without_a_config_the_architecture_is_guessed_and_the_scale_left_unknown
         vae = load_vae(weights=full, device="cpu", dtype="fp32")
     assert vae.config.architecture_differences(TINY.replace(resolution=256)) == []
     assert vae.config.scaling_factor is None
-    assert any("latent scale is unknown" in str(w.message) for w in caught)
+    [said] = [str(w.message) for w in caught if "latent scale is unknown" in str(w.message)]
+    assert "GroupNorm group count cannot be read from shapes, so 32 is assumed" in said and "give --config" in said
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in vae.state_dict().items())
 
 
@@ -130,6 +131,23 @@ def test_a_file_without_a_vae_is_refused_in_one_line(tmp_path):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert p.returncode == 2 and "unet_only.safetensors" in p.stderr and "give --config or --model" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("second", ["vae.", ""])
+def test_a_file_holding_two_vaes_is_refused_naming_both_prefixes(tmp_path, second):
+    """first_stage_model. beside vae. (or beside bare VAE keys): which is meant cannot be told, so nothing is guessed."""
+    state = {f"first_stage_model.{k}": v.contiguous() for k, v in _random_model(TINY, 0).state_dict().items()}
+    state.update({f"{second}{k}": v.contiguous() for k, v in _random_model(TINY, 1).state_dict().items()})
+    two = tmp_path / "two.safetensors"
+    save_file(state, str(two))
+    Image.fromarray(wide_photo(40, 48)).save(tmp_path / "p.png")
+    for config in ((), ("--model", "sd-vae-ft-mse")):  # guessed or named architecture: refused the same
+        cmd = [sys.executable, "-m", "vaecli", "encode", "p.png", "--weights", str(two), *config, "--device", "cpu", "-o", "out"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        place = "under vae." if second else "at the top level (no prefix)"
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert f"{two}: holds two VAEs, under first_stage_model. and {place}" in p.stderr and "--weights" in p.stderr
+        assert not (tmp_path / "out").exists()
 
 
 def test_full_size_vae_beside_1_gib_is_read_without_the_rest(tmp_path):

@@ -151,3 +151,46 @@ def test_the_normaliser_file_is_never_written_over_a_users_file(photos, cli_weig
 def test_a_normaliser_for_another_model_is_a_usage_error(fitted, photos, capsys, tmp_path):
     code, _, err = run_main(capsys, "encode", photos, "--normalize", fitted / "white.safetensors", "-o", tmp_path / "x", "--device", "cpu")
     assert code == 2 and "white.safetensors: a normaliser of 4 channels" in err and not (tmp_path / "x").exists()
+
+
+def _altered_normaliser(source, dest, tensor: str | None = None, index: int = 2, value: float = 1e300, **metadata):
+    """A copy of a normaliser file with one tensor value or metadata entry changed (as an editor or a bug would)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors, meta = load_file(source), dict(read_header(source).metadata)
+    if tensor is not None:
+        tensors[tensor] = tensors[tensor].clone()
+        tensors[tensor][index] = value
+    save_file(tensors, dest, metadata={**meta, **metadata})
+    return dest
+
+
+@pytest.mark.parametrize("tensor, metadata, cause", [
+    ("actnorm.scale", {}, "actnorm.scale holds 1e+300, beyond float32's range"),
+    ("actnorm.loc", {}, "actnorm.loc holds 1e+300, beyond float32's range"),
+    (None, {"logdet_per_cell": "nan"}, "metadata logdet_per_cell='nan'"),
+])
+def test_a_normaliser_that_would_make_infinite_latents_is_refused_at_load(fitted, photos, cli_weights, capsys, tmp_path, tensor, metadata, cause):
+    """Finite in float64 but not in float32 (1e300), or metadata that lies: exit 2, one line naming file and tensor, nothing written."""
+    bad = _altered_normaliser(fitted / "white.safetensors", tmp_path / "bad.safetensors", tensor, **metadata)
+    code, _, err = run_main(capsys, "encode", photos, "--normalize", bad, "-o", tmp_path / "x", "--weights", cli_weights, "--device", "cpu")
+    assert code == 2 and err.count("\n") == 1 and f"{bad}: {cause}" in err, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_latent_that_is_not_finite_fails_its_input_and_is_not_written(photos, capsys, tmp_path):
+    """The second guard, whatever the cause: here a model whose latent mean (3e38) overflows float32 when scaled (x2)."""
+    cfg = VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, embed_dim=None, scaling_factor=2.0, attn_type="none", name="overflow")
+    vae = AutoencoderKL(cfg).eval()
+    with torch.no_grad():
+        vae.encoder.conv_out.weight.zero_()
+        vae.encoder.conv_out.bias.copy_(torch.tensor([3e38, 0.0, 0.0, 0.0] + [0.0] * 4))
+    weights = tmp_path / "overflow.safetensors"
+    save_weights(vae, weights)
+    code, doc, err = run_json(capsys, "encode", photos, "--weights", weights, "-o", tmp_path / "out", "--device", "cpu")
+    assert code == 1 and doc["summary"]["failed"] == 3, err
+    for r in doc["results"]:
+        assert r["status"] == "failed" and "\n" not in r["error"] and "NaN or infinite values" in r["error"] and r["input"] in r["error"]
+    assert not list((tmp_path / "out").glob("*.safetensors"))
+    code, doc, _ = run_json(capsys, "encode", photos, "--weights", weights, "--no-scale", "-o", tmp_path / "plain", "--device", "cpu")
+    assert code == 0 and all(torch.isfinite(read_latent(p).tensor).all() for p in (tmp_path / "plain").glob("*.safetensors"))

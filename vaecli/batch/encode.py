@@ -206,7 +206,15 @@ class Encoder:
         z = choose_latent(post, seeds)
         return to_stored(self.vae, z, self.opts.normalizer, self.opts.scale), post
 
+    def check_finite(self, job: Job, z: torch.Tensor) -> None:
+        """A latent with NaN or inf is no latent: that input fails rather than be written (whatever the cause)."""
+        bad = int(z.numel() - torch.isfinite(z).sum())
+        if bad:
+            why = "the --normalize file's scale?" if self.opts.normalizer is not None else f"an overflow in {dtype_name(self.runner.dtype)}?"
+            raise InputError(f"{job.input}: its latent has {bad} NaN or infinite values of {z.numel()} ({why}); not written")
+
     def write(self, job: Job, z: torch.Tensor, meta: LatentMeta, taken: dict, dist: dict, **extra) -> None:
+        self.check_finite(job, z)
         doc = job.recipe.document(job.input, taken, {"shape": list(z.shape)})
         guard = write_guard(job.input, job.output, job.seen, self.opts.overwrite)
         self.run.write(job, lambda: write_latent(job.output, z, meta, provenance=doc, before_replace=guard, **dist), shape=list(z.shape), **extra)
@@ -217,7 +225,7 @@ class Encoder:
         for i, p in enumerate(batch):
             meta = self.meta(p.job, p.height, p.width, p.original_height, p.original_width, p.size_handling)
             dist = {"mean": post.mean[i], "logvar": post.logvar[i]} if self.opts.save_dist else {}
-            self.write(p.job, z[i].cpu(), meta, p.fingerprint, dist)
+            self.run.attempt([p.job], self.write, p.job, z[i].cpu(), meta, p.fingerprint, dist)  # one input's bad latent fails it alone
 
     def video(self, job: Job) -> None:
         taken = fingerprint(job.input)

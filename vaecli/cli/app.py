@@ -80,6 +80,13 @@ def _say(text: str, argv: list[str]) -> None:
     print(redact(text, _secrets(argv)), file=sys.stderr, end="" if text.endswith("\n") else "\n")
 
 
+def _usage_line(error) -> str:
+    """A usage error as one line (Click shows four: usage, a hint, a blank line, the error), with where to get help."""
+    ctx = getattr(error, "ctx", None)
+    hint = f" (see '{ctx.command_path} -h')" if ctx is not None else ""
+    return " ".join(error.format_message().split()) + hint
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every outcome into one exit code.
 
@@ -92,11 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     except _ExitExc as e:
         sys.exit(e.exit_code)
     except _ClickExc as e:
-        import io
+        if type(e).__name__ == "NoArgsIsHelpError":  # `vaecli` alone: the help it stands for
+            import io
 
-        shown = io.StringIO()
-        e.show(file=shown)
-        _say(shown.getvalue(), args)
+            shown = io.StringIO()
+            e.show(file=shown)
+            _say(shown.getvalue(), args)
+        else:
+            _say(f"Error: {_usage_line(e)}", args)
         sys.exit(EXIT_USAGE if e.exit_code == 2 else e.exit_code)
     except _AbortExc:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)

@@ -13,9 +13,10 @@ from .output import print_json
 
 
 def _model_rows() -> list[dict]:
+    from ..batch.models import digest_cache
     from ..config import VAEConfig
-    from ..errors import VaecliError
-    from ..weights.locate import Found, locate
+    from ..errors import CheckpointError, VaecliError
+    from ..weights.locate import HF_CACHE, Found, locate
     from ..weights.registry import (
         DEFAULT_MODEL,
         config_only_names,
@@ -23,11 +24,26 @@ def _model_rows() -> list[dict]:
         model_config,
     )
 
+    digests = digest_cache()
+
+    def unusable(found: Found) -> str | None:
+        """Why a Hugging Face cache copy would be refused when loaded (its pin, or a broken link), else None.
+        Hashed once per file: the digest is remembered while the file's size and mtime hold."""
+        if found.source != HF_CACHE:
+            return None
+        try:
+            locate(found.model, sha256_of=digests.sha256)
+        except CheckpointError as e:
+            return str(e)
+        return None
+
     def row(name: str, found: Found | None, cfg: VAEConfig | None, description: str) -> dict:
+        problem = None if found is None else unusable(found)
         return {
             "name": name,
-            "cached": found is not None and found.found,
+            "cached": found is not None and found.found and problem is None,
             "found": None if found is None else found.source,  # package, vaecli-cache, hf-cache, or None (missing)
+            "problem": problem,  # why the copy found would be refused (sha256 mismatch, broken link), else null
             "path": None if found is None or found.weights is None else str(found.weights),
             "latent_channels": None if cfg is None else cfg.latent_channels,
             "downsample_factor": None if cfg is None else cfg.downsample_factor,
@@ -37,7 +53,7 @@ def _model_rows() -> list[dict]:
         }
 
     def where(name: str) -> Found:
-        return locate(name, verify=False)  # directory entries only: hashes are checked when a command loads it
+        return locate(name, verify=False)  # directory entries; a Hugging Face cache copy is checked by `unusable`
 
     try:
         cfg = model_config(DEFAULT_MODEL)
@@ -55,11 +71,11 @@ def _model_rows() -> list[dict]:
 
 
 def models(
-    json_: json_option("{models: [{name, cached, found, path, latent_channels, downsample_factor, scaling_factor, shift_factor, description}]}") = False,
+    json_: json_option("{models: [{name, cached, found, problem, path, latent_channels, downsample_factor, scaling_factor, shift_factor, description}]}") = False,
 ) -> int:
     """List known models: where their weights were found, and their latent geometry.
 
-    `found`: package (embedded), vaecli-cache, hf-cache (the Hugging Face cache, used in place; checked when loaded) or missing; --json gives each file's path. `channels` x (H/`factor`, W/`factor`) is the latent of an HxW image. Fetch a model with `vaecli fetch-weights NAME`.
+    `found`: package (embedded), vaecli-cache, hf-cache (the Hugging Face cache, used in place, checked against the registry's sha256: "hf-cache (sha256 mismatch)" or "(broken link)" when it would be refused) or missing; --json gives each file's path and `problem`. `channels` x (H/`factor`, W/`factor`) is the latent of an HxW image. Fetch a model with `vaecli fetch-weights NAME`.
     """
     rows = _model_rows()
     if json_:
@@ -74,7 +90,7 @@ def models(
     for r in rows:
         table.add_row(
             r["name"],
-            r["found"] or "missing",
+            _where_label(r),
             "-" if r["latent_channels"] is None else str(r["latent_channels"]),
             "-" if r["downsample_factor"] is None else str(r["downsample_factor"]),
             "-" if r["scaling_factor"] is None else f"{r['scaling_factor']:g}",
@@ -83,6 +99,15 @@ def models(
         )
     Console(highlight=False, width=max(100, Console().width)).print(table)
     return 0
+
+
+def _where_label(row: dict) -> str:
+    """The table's `found` cell: where, and why a copy found there is unusable."""
+    if row["found"] is None:
+        return "missing"
+    if row["problem"] is None:
+        return row["found"]
+    return f"{row['found']} ({'broken link' if 'broken link' in row['problem'] else 'sha256 mismatch'})"
 
 
 def _describe(path: Path) -> dict:

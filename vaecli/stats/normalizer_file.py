@@ -32,6 +32,7 @@ NORMALIZER_FORMAT = "vaecli-latent-normalizer/1"
 MAX_CHANNELS = 1024  # FLUX.2's patchified latents have 128
 MAX_BYTES = 16 << 20  # 1024 whitened channels take 8 MiB
 MAX_LOG_SCALE = math.log(1e30)
+FLOAT32_MAX = 3.4028234663852886e38  # latents are stored in float32: a parameter beyond it can only make inf
 _OWN_KEYS = ("format", "channels", "whiten", "logdet_per_cell")  # metadata written here, not kept in .metadata
 _ACTNORM = ("actnorm.loc", "actnorm.scale")
 _INVCONV = ("invconv.perm", "invconv.lu", "invconv.log_s", "invconv.sign_s")
@@ -78,8 +79,12 @@ def _check(t: dict[str, torch.Tensor], source: str) -> tuple[int, bool]:
             raise ConfigError(f"{source}: {k} is {v.dtype} {list(v.shape)}, expected {want[0]} {list(want[1])}")
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise ConfigError(f"{source}: {k} holds NaN or infinite values")
+        if v.is_floating_point() and v.abs().max() > FLOAT32_MAX:
+            raise ConfigError(f"{source}: {k} holds {float(v.abs().max()):.3g}, beyond float32's range: its latents would be infinite")
     if (t["actnorm.scale"] == 0).any():
         raise ConfigError(f"{source}: actnorm.scale has a zero: not invertible")
+    if t["actnorm.scale"].abs().log().abs().max() > MAX_LOG_SCALE:
+        raise ConfigError(f"{source}: actnorm.scale is out of range (a scale beyond 1e30 or below 1e-30)")
     if whiten:
         is_permutation = torch.equal(torch.sort(t["invconv.perm"]).values, torch.arange(c))
         signs = bool((t["invconv.sign_s"].abs() == 1).all())
@@ -88,6 +93,22 @@ def _check(t: dict[str, torch.Tensor], source: str) -> tuple[int, bool]:
         if t["invconv.log_s"].abs().max() > MAX_LOG_SCALE:
             raise ConfigError(f"{source}: invconv.log_s is out of range (a scale beyond 1e30)")
     return c, whiten
+
+
+def _check_metadata(meta: dict[str, str], norm: LatentNormalizer, source: str) -> None:
+    """The metadata this module writes must say what the tensors say (a file may predate none of it; absent keys pass)."""
+    said = {"channels": str(norm.channels), "whiten": str(norm.whiten).lower()}
+    for key, want in said.items():
+        if key in meta and meta[key] != want:
+            raise ConfigError(f"{source}: metadata {key}={meta[key]!r}, but its tensors say {want}")
+    if "logdet_per_cell" in meta:
+        try:
+            logdet = float(meta["logdet_per_cell"])
+        except ValueError:
+            logdet = math.nan
+        want = norm.logdet_per_cell()
+        if not math.isclose(logdet, want, rel_tol=1e-9, abs_tol=1e-12):
+            raise ConfigError(f"{source}: metadata logdet_per_cell={meta['logdet_per_cell'][:40]!r}, but its tensors give {want!r}")
 
 
 @torch.no_grad()
@@ -116,6 +137,7 @@ def from_bytes(data: bytes, source: str = "normaliser") -> LatentNormalizer:
         conv.U.copy_(torch.triu(t["invconv.lu"], diagonal=1))
         conv.log_s.copy_(t["invconv.log_s"])
         conv.sign_s.copy_(t["invconv.sign_s"])
+    _check_metadata(header.metadata, norm, source)
     return norm
 
 

@@ -1,7 +1,9 @@
 """A diffusers autoencoder's config.json -> VAEConfig (AutoencoderKL and AutoencoderKLFlux2).
 
 Missing keys take the class's own defaults in diffusers (0.42), as diffusers would: an AutoencoderKL
-config without `scaling_factor` means 0.18215. Architectures our model cannot compute (other block
+config without `scaling_factor` means 0.18215. An explicit `"scaling_factor": null` is no missing key:
+diffusers keeps it None (its pipelines then fail on the multiplication), so it means "no scale" here,
+latents left unscaled and recorded so, with a warning; never 0.18215. Architectures our model cannot compute (other block
 types or activations, one quant conv without the other, a decoder wider than the encoder) are
 refused, naming the key, rather than loaded into something else.
 """
@@ -47,6 +49,9 @@ _COMMON = {
 }
 
 
+_NULL_KEPT = ("shift_factor", "scaling_factor")  # null is a value of these (none), not "take the default"
+
+
 def config_from_diffusers(data: Any, source: str) -> VAEConfig:
     """The VAEConfig of a parsed diffusers config.json; ConfigError naming `source` and the key otherwise."""
     if not isinstance(data, dict):
@@ -54,7 +59,7 @@ def config_from_diffusers(data: Any, source: str) -> VAEConfig:
     cls = data.get("_class_name", "AutoencoderKL")
     if cls not in _DEFAULTS:
         raise ConfigError(f"{source}: _class_name {cls!r} is not a KL autoencoder vaecli runs ({', '.join(_DEFAULTS)})")
-    d = {**_COMMON, **_DEFAULTS[cls], **{k: v for k, v in data.items() if v is not None or k == "shift_factor"}}
+    d = {**_COMMON, **_DEFAULTS[cls], **{k: v for k, v in data.items() if v is not None or k in _NULL_KEPT}}
 
     def fail(key: str, why: str) -> ConfigError:
         return ConfigError(f"{source}: {key}={json.dumps(d.get(key))[:60]}: {why}")
@@ -81,6 +86,8 @@ def config_from_diffusers(data: Any, source: str) -> VAEConfig:
             f"{source}: latents_mean/latents_std (a per-channel latent convention) are not applied; latents use scaling_factor only",
             stacklevel=2,
         )
+    if "scaling_factor" in data and data["scaling_factor"] is None:
+        warnings.warn(f"{source}: scaling_factor is null (no latent scale, as diffusers keeps it), so latents are left unscaled", stacklevel=2)
     size = d["sample_size"][0] if isinstance(d["sample_size"], (list, tuple)) and d["sample_size"] else d["sample_size"]
     latent = d["latent_channels"]
     params = dict(

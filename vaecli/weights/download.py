@@ -181,23 +181,43 @@ def fetch_entry(
     """Fetch every file of a registry (or custom) entry into the cache; HF_TOKEN is the default token.
 
     A file vaecli's cache lacks but the Hugging Face cache holds is checked against its pin and used
-    where it is (status "hf-cache"); a copy there that fails the check is left alone and downloaded anew.
+    where it is (status "hf-cache"); a copy there that fails the check is left alone and downloaded anew
+    (with `verify`, that check is the verification: its failure is the error).
     """
     token = resolve_token(token)
     results = []
     for wf in entry.files:
         dest = cached_file(entry.name, wf, root)
-        note = None
+        refused = None
         if not force and not dest.is_file() and (hub := hub_cached_copy(wf)) is not None:
             try:
                 results.append(FetchResult(hub.path, HF_CACHE, verify_hub_file(hub, wf.sha256)))
                 continue
             except CheckpointError as e:
-                note = f"{e}; downloading a verified copy into vaecli's cache instead"
+                refused = _hub_copy_refused(e, verify)
         common = dict(token=token, token_hosts=token_hosts, label=entry.name, gated=entry.gated, quiet=quiet, policy=policy)
-        result = fetch_file(wf, dest, force=force, verify=verify, **common)
-        results.append(FetchResult(result.path, result.status, result.sha256, note))
+        with _because(refused):
+            result = fetch_file(wf, dest, force=force, verify=verify, **common)
+        results.append(FetchResult(result.path, result.status, result.sha256, refused and f"{refused}; downloading a verified copy into vaecli's cache instead"))
     return results
+
+
+def _hub_copy_refused(error: CheckpointError, verify: bool) -> str:
+    """Why the Hugging Face cache's copy is not used; with `verify` that is the answer (DownloadError), nothing is downloaded."""
+    if verify:
+        raise DownloadError(str(error)) from None
+    return str(error)
+
+
+@contextlib.contextmanager
+def _because(refused: str | None) -> Iterator[None]:
+    """A download that failed (offline, say) after the Hugging Face cache's copy was refused says why it was tried."""
+    try:
+        yield
+    except DownloadError as e:
+        if refused is None:
+            raise
+        raise type(e)(f"{e}; a download was needed because the Hugging Face cache's copy was refused: {refused}") from None
 
 
 def fetch_repo(ref: RepoRef, *, root: str | Path | None = None, force: bool = False, **options) -> list[FetchResult]:
@@ -211,29 +231,31 @@ def fetch_repo(ref: RepoRef, *, root: str | Path | None = None, force: bool = Fa
     """
     options["token"] = resolve_token(options.get("token"))
     folder = ref.cache_folder(Path(root).expanduser() if root is not None else cache_dir())
-    note = None
+    refused = None
     if not force and not (folder / CONFIG_NAME).is_file():
         try:
             found = in_hub_cache(ref)
             if found.found:
                 return [FetchResult(found.config_file, HF_CACHE), FetchResult(found.weights, HF_CACHE, found.sha256)]
         except CheckpointError as e:
-            note = f"{e}; downloading a copy into vaecli's cache instead"
+            refused = _hub_copy_refused(e, options.get("verify", False))
+    note = refused and f"{refused}; downloading a copy into vaecli's cache instead"
 
     def fetch(name: str) -> FetchResult:
         return fetch_file(WeightFile(filename=name, urls=(ref.url(name),)), folder / name, label=str(ref), force=force, **options)
 
     names = [n for n in weights_names() if n.endswith(".safetensors")]
     here = [n for n in names if (folder / n).is_file() and not force]
-    results = [fetch(CONFIG_NAME)]
-    for name in here[:1] or names:
-        try:
-            results.append(fetch(name))
-            break
-        except RemoteMissingError:
-            continue
-    else:
-        raise RemoteMissingError(f"{ref}: the repository has none of {', '.join(names)} (pickled .bin weights are not fetched)")
+    with _because(refused):
+        results = [fetch(CONFIG_NAME)]
+        for name in here[:1] or names:
+            try:
+                results.append(fetch(name))
+                break
+            except RemoteMissingError:
+                continue
+        else:
+            raise RemoteMissingError(f"{ref}: the repository has none of {', '.join(names)} (pickled .bin weights are not fetched)")
     return [FetchResult(r.path, r.status, r.sha256, note) for r in results]
 
 

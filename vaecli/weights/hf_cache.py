@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -83,7 +84,7 @@ def find_file(repo_id: str, path_in_repo: str, revision: str = "main", root: Pat
         return None
     snapshot = repo_dir / "snapshots" / commit
     path = snapshot / path_in_repo
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():  # a broken link is an entry, refused by verify_hub_file
         return None
     etag = os.readlink(path).rsplit("/", 1)[-1] if path.is_symlink() else None
     return HubFile(repo_id, path_in_repo, commit, path, etag)
@@ -98,16 +99,23 @@ def _git_blob_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_hub_file(f: HubFile, pinned_sha256: str | None = None) -> str | None:
-    """Check a cached file: against `pinned_sha256` when given, else against its blob's name.
+def verify_hub_file(f: HubFile, pinned_sha256: str | None = None, sha256_of: Callable[[Path], str] = file_digest) -> str | None:
+    """Check a cached file: against `pinned_sha256` when given, else against its blob's name
+    (`sha256_of`: how to hash it, e.g. a DigestCache's remembered digests).
 
     Returns its sha256 when that was checked, None when nothing could be (a git file's sha1 checked,
-    or a copy that is no link); raises CheckpointError for a file that does not match.
+    or a copy that is no link); raises CheckpointError for a file that does not match or is a broken link.
     """
     where = f"{f.path} (Hugging Face cache of {f.repo_id})"
+    if not f.path.exists():
+        raise CheckpointError(
+            f"{where}: a broken link (its blob {os.readlink(f.path)} is missing), so it is not used; vaecli never writes "
+            f"into that cache: re-download it with huggingface_hub (huggingface-cli download {f.repo_id}) or remove the entry, "
+            "or run vaecli fetch-weights for this model to keep a verified copy in vaecli's cache, which is looked at first"
+        )
     want = pinned_sha256.lower() if pinned_sha256 else (f.etag if f.etag and _HEX64.fullmatch(f.etag) else None)
     if want is not None:
-        got = file_digest(f.path)
+        got = sha256_of(f.path)
         if got != want:
             why = "pinned for it" if pinned_sha256 else "its blob's name"
             raise CheckpointError(

@@ -9,11 +9,13 @@ downloaded here; a model found nowhere raises with the exact fetch command.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import VAEConfig
 from ..errors import UnknownModelError, WeightsNotCachedError
+from ..io.hashing import file_digest
 from . import registry
 from .diffusers_config import load_diffusers_config
 from .hf_cache import HubFile, find_file, hub_cache_dir, parse_hub_url, verify_hub_file
@@ -58,7 +60,7 @@ def hub_cached_copy(wf: registry.WeightFile) -> HubFile | None:
     return None
 
 
-def _registry(name: str, verify: bool) -> Found:
+def _registry(name: str, verify: bool, sha256_of: Callable[[Path], str]) -> Found:
     if name == registry.DEFAULT_MODEL:
         return Found(name, "registry", PACKAGE, registry.embedded_weights_path())
     entry = registry.get_entry(name)
@@ -68,12 +70,12 @@ def _registry(name: str, verify: bool) -> Found:
         return Found(name, "registry", VAECLI_CACHE, own)
     hub = hub_cached_copy(wf)
     if hub is not None:
-        sha = verify_hub_file(hub, wf.sha256) if verify else None
+        sha = verify_hub_file(hub, wf.sha256, sha256_of) if verify else None
         return Found(name, "registry", HF_CACHE, hub.path, sha256=sha)
     return Found(name, "registry", None, fetch=f"vaecli fetch-weights {name}")
 
 
-def in_hub_cache(ref: RepoRef, verify: bool = True) -> Found:
+def in_hub_cache(ref: RepoRef, verify: bool = True, sha256_of: Callable[[Path], str] = file_digest) -> Found:
     """A repository folder's config.json and weights in the Hugging Face cache (checked with `verify`)."""
     model = str(ref)
     config = find_file(ref.repo_id, ref.path_in_repo(CONFIG_NAME))
@@ -82,26 +84,26 @@ def in_hub_cache(ref: RepoRef, verify: bool = True) -> Found:
         sha = None
         if verify:
             verify_hub_file(config)
-            sha = verify_hub_file(weights)
+            sha = verify_hub_file(weights, sha256_of=sha256_of)
         return Found(model, "repo", HF_CACHE, weights.path, config.path, sha)
     return Found(model, "repo", None, fetch=f"vaecli fetch-weights {model}")
 
 
-def _repo(ref: RepoRef, verify: bool) -> Found:
+def _repo(ref: RepoRef, verify: bool, sha256_of: Callable[[Path], str]) -> Found:
     own = ref.cache_folder(registry.cache_dir())
     if is_diffusers_folder(own) and any((own / n).is_file() for n in weights_names()):
         return Found(str(ref), "repo", VAECLI_CACHE, folder_weights(own), own / CONFIG_NAME)
-    return in_hub_cache(ref, verify)
+    return in_hub_cache(ref, verify, sha256_of)
 
 
-def locate(model: str, *, verify: bool = True) -> Found:
-    """Where `model`'s weights are. With `verify`, a Hugging Face cache file is hashed and refused
-    (CheckpointError) when corrupt; without, nothing is read but directory entries.
+def locate(model: str, *, verify: bool = True, sha256_of: Callable[[Path], str] = file_digest) -> Found:
+    """Where `model`'s weights are. With `verify`, a Hugging Face cache file is hashed (by `sha256_of`) and
+    refused (CheckpointError) when corrupt or a broken link; without, nothing is read but directory entries.
 
     Raises UnknownModelError for a name that is no registry model, folder or repository id.
     """
     if model == registry.DEFAULT_MODEL or model in registry.load_registry():
-        return _registry(model, verify)
+        return _registry(model, verify, sha256_of)
     path = Path(model).expanduser()
     if path.is_dir():
         if not is_diffusers_folder(path):
@@ -111,7 +113,7 @@ def locate(model: str, *, verify: bool = True) -> Found:
     if ref is None:
         known = ", ".join([registry.DEFAULT_MODEL, *(n for n, e in registry.load_registry().items() if e.config), *registry.config_only_names()])
         raise UnknownModelError(f"unknown model {model!r}: not a registry model ({known}), a diffusers folder, or ORG/REPO[/SUBFOLDER]")
-    return _repo(ref, verify)
+    return _repo(ref, verify, sha256_of)
 
 
 def _missing(found: Found) -> WeightsNotCachedError:

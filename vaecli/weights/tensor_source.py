@@ -24,7 +24,8 @@ from .keymap import diffusers_to_ldm_key, is_diffusers_layout, ldm_key
 
 VAE_PREFIXES = ("first_stage_model.", "vae.")  # SD/SDXL/SD3 single files; FLUX single files
 DROP_PREFIXES = ("loss.", "model_ema.")  # training-time parts of LDM first-stage checkpoints
-DROP_KEYS = ("bn.num_batches_tracked",)  # FLUX.2's BatchNorm step counter: no part of the computation
+DROP_KEYS = ("bn.num_batches_tracked",)
+BARE_VAE_KEYS = ("encoder.", "decoder.")  # a VAE-only file's tensors, either layout  # FLUX.2's BatchNorm step counter: no part of the computation
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,23 @@ class TensorSource:
     prefix: str | None = None  # the VAE's prefix inside a full checkpoint, None for a VAE-only file
 
 
-def vae_prefix(file_keys: Iterable[str]) -> str | None:
-    """The prefix the VAE's tensors sit under in a full checkpoint, None when the file holds a VAE alone."""
+def vae_prefix(file_keys: Iterable[str], source: Path | str = "weights file") -> str | None:
+    """The prefix the VAE's tensors sit under in a full checkpoint, None when the file holds a VAE alone.
+
+    A file with VAE tensors in two places (under both prefixes, or under one and at the top level) holds
+    two VAEs: which one is meant cannot be told, so it is refused (CheckpointError) rather than guessed.
+    """
     keys = list(file_keys)
-    return next((p for p in VAE_PREFIXES if any(k.startswith(p) for k in keys)), None)
+    places = [p for p in VAE_PREFIXES if any(k.startswith(p) for k in keys)]
+    if any(k.startswith(BARE_VAE_KEYS) for k in keys):
+        places.append("")
+    if len(places) > 1:
+        named = " and ".join(f"under {p}" if p else "at the top level (no prefix)" for p in places)
+        raise CheckpointError(
+            f"{source}: holds two VAEs, {named}; vaecli will not guess which one is meant: save the tensors of the one "
+            "you want, without their prefix, to a file of their own and pass that with --weights"
+        )
+    return places[0] if places and places[0] else None  # "": the top level
 
 
 def _levels(keys: Iterable[str]) -> int:
@@ -51,10 +65,10 @@ def _levels(keys: Iterable[str]) -> int:
     return max(found) + 1 if found else 0
 
 
-def model_names(file_keys: Iterable[str]) -> tuple[str | None, dict[str, str]]:
+def model_names(file_keys: Iterable[str], source: Path | str = "weights file") -> tuple[str | None, dict[str, str]]:
     """(prefix, {ldm name: file name}) for the VAE's tensors; other models' tensors are left out."""
     keys = list(file_keys)
-    prefix = vae_prefix(keys)
+    prefix = vae_prefix(keys, source)
     cleaned = {}
     for k in keys:
         if prefix is not None and not k.startswith(prefix):
@@ -88,7 +102,7 @@ def _pickle_source(path: Path, allow_pickle: bool) -> TensorSource:
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: pickle file holds no state dict of tensors")
-    prefix, names = model_names(sd)
+    prefix, names = model_names(sd, path)
     return TensorSource(names, lambda k: tuple(sd[k].shape), lambda k: sd[k], prefix)
 
 
@@ -104,7 +118,7 @@ def _safetensors_source(path: Path, header: SafetensorsHeader, device: torch.dev
         except Exception as e:
             raise CheckpointError(f"{path}: tensor {k} is unreadable ({e}); the file may be truncated") from None
 
-    prefix, names = model_names(header.shapes)
+    prefix, names = model_names(header.shapes, path)
     return TensorSource(names, header.shapes.__getitem__, get, prefix)
 
 
