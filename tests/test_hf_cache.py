@@ -321,7 +321,7 @@ def test_a_broken_link_in_the_hub_cache_is_named_and_fetch_weights_gives_a_copy(
     p = _cli("encode", "p.png", "--model", f"{REPO}/vae", "--device", "cpu", "-o", "out", cwd=tmp_path)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert f"{links[WEIGHTS_PATH]} (Hugging Face cache of {REPO}): a broken link" in p.stderr and "not in vaecli's cache" not in p.stderr
-    assert "huggingface-cli download" in p.stderr and "vaecli fetch-weights" in p.stderr and not (tmp_path / "out").exists()
+    assert "hf download" in p.stderr and "vaecli fetch-weights" in p.stderr and not (tmp_path / "out").exists()
     before = tree_state(Path(env["HF_HUB_CACHE"]))
     _serve_repo(server, repo_files)
     p = _cli("fetch-weights", f"{REPO}/vae", cwd=tmp_path, extra={"VAECLI_ENDPOINT": server.url("")})

@@ -110,7 +110,7 @@ def verify_hub_file(f: HubFile, pinned_sha256: str | None = None, sha256_of: Cal
     if not f.path.exists():
         raise CheckpointError(
             f"{where}: a broken link (its blob {os.readlink(f.path)} is missing), so it is not used; vaecli never writes "
-            f"into that cache: re-download it with huggingface_hub (huggingface-cli download {f.repo_id}) or remove the entry, "
+            f"into that cache: re-download it with huggingface_hub (`hf download {f.repo_id}`, `huggingface-cli download` before huggingface_hub 0.34) or remove the entry, "
             "or run vaecli fetch-weights for this model to keep a verified copy in vaecli's cache, which is looked at first"
         )
     want = pinned_sha256.lower() if pinned_sha256 else (f.etag if f.etag and _HEX64.fullmatch(f.etag) else None)
