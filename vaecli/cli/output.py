@@ -79,7 +79,9 @@ def plain_warnings():
             print(f"Warning: {text}", file=sys.stderr)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("always")
+        warnings.simplefilter("always")  # shown (once, by `said`), never raised
+        for quiet in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.filterwarnings("ignore", category=quiet)  # hidden from users, as Python's default filters hide them
         warnings.showwarning = show
         yield
 
