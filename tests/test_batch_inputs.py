@@ -101,3 +101,53 @@ def test_hidden_files_and_dangling_links_are_reported_not_dropped_silently(tmp_p
 
     code, _, err = run_json(capsys, "encode", photos / "a.png", "-o", tmp_path / "lat", *_common(cli_weights))
     assert code == 0 and "Warning" not in err  # a clean run says nothing
+
+
+def test_images_decoded_from_latents_of_these_photos_are_not_new_photos(tmp_path, capsys, cli_weights):
+    """encode photos/ -o lat/, decode lat/ -o photos/dec/: the decoded images name the latents as their source,
+    whose own source is in photos/; a rerun over photos/ (a folder or a glob) takes only the photos (before:
+    dec/*.png were encoded, and the glob's real photos failed on clashing output names)."""
+    photos = tmp_path / "photos"
+    noise_image(photos / "a.jpg", 24, 16, 0)
+    noise_image(photos / "sub" / "c.png", 16, 24, 1)
+    assert run_main(capsys, "encode", photos, "-o", tmp_path / "lat", *_common(cli_weights), "--quiet")[0] == 0
+    assert run_main(capsys, "decode", tmp_path / "lat", "-o", photos / "dec", "--quiet")[0] == 0
+    sources = [str(photos / "a.jpg"), str(photos / "sub" / "c.png")]
+    code, doc, err = run_json(capsys, "encode", photos, "-o", tmp_path / "lat2", *_common(cli_weights))
+    assert code == 0 and _inputs(doc) == sources and "2 images or videos vaecli wrote" in err, err
+    code, doc, err = run_json(capsys, "encode", str(photos / "**"), "-o", tmp_path / "lat3", *_common(cli_weights))
+    assert code == 0 and _inputs(doc) == sources, err
+
+
+def test_a_photo_saved_under_a_new_name_from_a_vaecli_output_is_the_users(tmp_path, capsys, cli_weights):
+    """Pillow keeps a JPEG's comment (vaecli's provenance) through an edit: a file under a name vaecli would not
+    have given it is the user's, and is taken."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    noise_image(photos / "a.png", 24, 16, 0)
+    assert run_main(capsys, "encode", photos, "-o", tmp_path / "lat", *_common(cli_weights), "--quiet")[0] == 0
+    assert run_main(capsys, "decode", tmp_path / "lat", "-o", photos / "edits", "--format", "jpg", "--quiet")[0] == 0
+    edited = Image.open(photos / "edits" / "a.jpg")
+    assert "vaecli" in edited.info["comment"].decode()
+    edited.rotate(90).save(photos / "rotated.jpg", comment=edited.info["comment"])
+    code, doc, err = run_json(capsys, "encode", photos, "-o", tmp_path / "lat2", *_common(cli_weights))
+    assert code == 0 and _inputs(doc) == [str(photos / "a.png"), str(photos / "rotated.jpg")], err  # edits/a.jpg is vaecli's
+
+
+def test_a_linked_folder_is_searched_once_and_a_link_loop_ends(tmp_path, capsys, cli_weights):
+    photos, shared = tmp_path / "photos", tmp_path / "shared"
+    noise_image(photos / "own.png", 16, 16, 0)
+    noise_image(shared / "s.png", 16, 16, 1)
+    (photos / "linked").symlink_to(shared, target_is_directory=True)
+    (shared / "loop").symlink_to(shared, target_is_directory=True)  # shared/loop/loop/... would never end
+    code, doc, err = run_json(capsys, "encode", photos, "-o", tmp_path / "lat", *_common(cli_weights))
+    assert code == 0 and _inputs(doc) == [str(photos / "linked" / "s.png"), str(photos / "own.png")], err
+
+
+def test_a_glob_whose_every_match_was_left_out_says_so(tmp_path, capsys, cli_weights):
+    photos = tmp_path / "photos"
+    noise_image(photos / "a.png", 24, 16, 0)
+    assert run_main(capsys, "roundtrip", photos, "-o", photos / "recon", *_common(cli_weights), "--no-lpips", "--quiet")[0] == 0
+    code, out, err = run_main(capsys, "encode", str(photos / "re*" / "*.png"), "-o", tmp_path / "lat", *_common(cli_weights))
+    assert code == 2 and "every" in err and "was left out" in err and "matches no" not in err

@@ -148,3 +148,11 @@ def test_help_is_still_help(tmp_path):
     assert alone.returncode == 2 and "Usage: vaecli [OPTIONS] COMMAND" in alone.stdout + alone.stderr and "Error" not in alone.stderr
     asked = vaecli("encode", "--help", cwd=tmp_path)
     assert asked.returncode == 0 and "Usage: vaecli encode [OPTIONS] INPUT..." in asked.stdout
+
+
+def test_normalize_with_no_scale_is_refused_before_any_work(tmp_path, capsys, cli_weights):
+    noise_image(tmp_path / "a.png", 16, 16, 0)
+    (tmp_path / "n.safetensors").write_bytes(b"never read")
+    code, out, err = run_main(capsys, "encode", tmp_path / "a.png", "--weights", cli_weights, "--normalize", tmp_path / "n.safetensors",
+                              "--no-scale", "-o", tmp_path / "lat")
+    assert code == 2 and "--no-scale" in err and len(err.splitlines()) == 1 and not (tmp_path / "lat").exists()

@@ -74,12 +74,39 @@ def _glob_root(pattern: str) -> Path:
     return Path(*parts[:fixed]) if fixed else Path(".")
 
 
-def pixel_source(path: Path) -> dict | None:
-    """The recorded source (path, size, sha256...) of an image or video vaecli wrote (decoded, reconstructed); else None."""
+def _recorded_source(path: Path, outputs: tuple[str, ...] | None) -> dict | None:
+    """The `source` of the provenance vaecli stored in `path` (when its `output` option is one of `outputs`), else None."""
     doc = read_provenance(path)
     if not (isinstance(doc, dict) and isinstance(doc.get("options"), dict) and isinstance(doc.get("source"), dict)):
         return None
-    return doc["source"] if doc["options"].get("output") in PIXEL_OUTPUTS else None
+    return doc["source"] if outputs is None or doc["options"].get("output") in outputs else None
+
+
+def pixel_source(path: Path) -> dict | None:
+    """The recorded source (path, size, sha256...) of an image or video vaecli wrote (decoded, reconstructed); else None.
+
+    Only a file still under the name vaecli gave it counts: outputs are named after their source
+    (`a.png` or `a.compare.png` for `a.jpg` or `a.safetensors`), and an editor that keeps the embedded
+    comment (Pillow carries a JPEG's) while saving a new photo under another name has made a user's file.
+    """
+    source = _recorded_source(path, PIXEL_OUTPUTS)
+    if source is None or not isinstance(source.get("path"), str):
+        return None
+    stem = Path(source["path"]).stem
+    return source if Path(path.stem).stem == stem or path.stem == stem else None
+
+
+def _through_latent(source: dict) -> dict | None:
+    """For an image decoded from a latent vaecli encoded: the latent's own recorded source (the photo), else None."""
+    # torch comes with io.latents: imported only once a decoded image is met
+    from ..io.latents import LATENT_SUFFIXES
+
+    path = source.get("path")
+    if not (isinstance(path, str) and Path(path).suffix.lower() in LATENT_SUFFIXES):
+        return None
+    with contextlib.suppress(OSError):
+        return _recorded_source(Path(path), None)
+    return None
 
 
 class _Folder:
@@ -90,7 +117,12 @@ class _Folder:
         self._by_size: dict[int, list[Path]] | None = None
 
     def holds(self, source: dict) -> bool:
-        """Whether the recorded source lies in this folder: by its path, or by its bytes (the folder moved with its outputs)."""
+        """Whether the recorded source lies in this folder: by its path, or by its bytes (the folder moved with its
+        outputs); for an image decoded from a latent vaecli encoded, whether that latent's source does."""
+        upstream = _through_latent(source)
+        return self._holds(source) or (upstream is not None and self._holds(upstream))
+
+    def _holds(self, source: dict) -> bool:
         path = source.get("path")
         if isinstance(path, str) and _inside(Path(path), self.root):
             return True
@@ -103,6 +135,28 @@ class _Folder:
         return any(file_digest(f) == source.get("sha256") for f in self._by_size.get(source.get("size"), ()))  # type: ignore[arg-type]
 
 
+def _walk(folder: Path) -> list[Path]:
+    """Every file below `folder`, sorted, through linked folders too (as a `**` glob goes), each real folder once.
+
+    Path.rglob does not follow a linked folder before Python 3.13, so a photo library that links in a
+    shared folder would lose it without a word; a link loop is cut at the first folder seen again.
+    """
+    seen: set[tuple[int, int]] = set()
+    found: list[Path] = []
+    for top, folders, files in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(top)
+        except OSError:
+            folders[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            folders[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        found += [Path(top) / name for name in files]
+    return sorted(found)
+
+
 @dataclass
 class LeftOut:
     """What folder searches and globs left out that a user may have meant as inputs, for one warning line."""
@@ -110,6 +164,9 @@ class LeftOut:
     hidden: list[Path] = field(default_factory=list)
     dangling: list[Path] = field(default_factory=list)
     ours: list[Path] = field(default_factory=list)
+
+    def count(self) -> int:
+        return len(self.hidden) + len(self.dangling) + len(self.ours)
 
     def line(self) -> str | None:
         """`left out of the search: 2 hidden files (e.g. a/.x.png), ...`, or None when nothing was."""
@@ -165,9 +222,12 @@ def expand_inputs(args: Iterable[str], suffixes: tuple[str, ...], warn: Callable
 
     for arg in args:
         path = Path(arg)
+        before = left_out.count()
         if path.is_dir():
-            files = search(sorted(path.rglob("*")), path)
-            if not files:
+            files = search(_walk(path), path)
+            if not files and left_out.count() > before:
+                warn(f"{arg}: nothing to do in this folder: every {wanted} file in it was left out (said below)")
+            elif not files:
                 warn(f"{arg}: nothing to do in this folder (no {wanted} files)")
             for p in files:
                 add(Found(p, path))
@@ -180,7 +240,9 @@ def expand_inputs(args: Iterable[str], suffixes: tuple[str, ...], warn: Callable
             add(Found(path, error=f"{arg}: a dangling symbolic link (its target {os.readlink(path)} does not exist)"))
         elif _GLOB_CHARS & set(arg):
             files = search([Path(m) for m in sorted(glob.glob(arg, recursive=True))], _glob_root(arg))
-            if not files:
+            if not files and left_out.count() > before:
+                warn(f"{arg}: every {wanted} file it matches was left out (said below)")
+            elif not files:
                 warn(f"{arg}: matches no {wanted} file")
             for p in files:
                 add(Found(p))

@@ -103,6 +103,8 @@ def encode(
     from ..batch.encode import MEDIA_SUFFIXES, encode_files, name_media
     from ..batch.models import ModelFlags
 
+    if normalize is not None and no_scale:
+        raise typer.BadParameter("--normalize stores normalised latents, --no-scale raw ones: give one of them", param_hint="--no-scale")
     size = size_spec(resize, center_crop)
     flags = ModelFlags(model, config, weights)
 
