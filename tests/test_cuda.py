@@ -123,6 +123,28 @@ def test_a_tiny_max_memory_still_gives_the_untiled_result(sd_like):
     assert rel(tight, roomy) < 1e-4
 
 
+def test_a_forced_out_of_memory_error_retries_tiled(sd_like):
+    """torch.cuda.OutOfMemoryError raised by the untiled pass (as a real one is): the Runner frees the cache and
+    gives the tiled result, equal to the untiled one."""
+    vae = on(sd_like, DEVICE, torch.float32)
+    runner = Runner(vae, MemoryPolicy(max_memory=2**40))  # roomy: the untiled pass is tried first
+    z = runner.encode(photo(256).to(DEVICE)).mean
+    want = runner.decode(z)
+    tried = []
+
+    def out_of_memory(module, args):
+        tried.append(module)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    hook = vae.decoder.register_forward_pre_hook(out_of_memory)
+    try:
+        got = runner.decode(z)
+    finally:
+        hook.remove()
+    assert len(tried) == 1  # one untiled attempt, then the tiled pass (which never calls decoder.forward)
+    assert rel(got, want) < 1e-4
+
+
 def test_fp16_overflow_falls_back_to_fp32(sd_like):
     vae = on(sd_like, DEVICE, torch.float16)
     with torch.no_grad():
