@@ -102,10 +102,8 @@ def _through_latent(source: dict) -> dict | None:
     from ..io.latents import LATENT_SUFFIXES
 
     path = source.get("path")
-    if not (isinstance(path, str) and Path(path).suffix.lower() in LATENT_SUFFIXES):
-        return None
-    with contextlib.suppress(OSError):
-        return _recorded_source(Path(path), None)
+    if isinstance(path, str) and Path(path).suffix.lower() in LATENT_SUFFIXES:
+        return _recorded_source(Path(path), None)  # read_provenance: None for a missing or damaged latent
     return None
 
 
@@ -119,8 +117,10 @@ class _Folder:
     def holds(self, source: dict) -> bool:
         """Whether the recorded source lies in this folder: by its path, or by its bytes (the folder moved with its
         outputs); for an image decoded from a latent vaecli encoded, whether that latent's source does."""
-        upstream = _through_latent(source)
-        return self._holds(source) or (upstream is not None and self._holds(upstream))
+        if self._holds(source):
+            return True
+        upstream = _through_latent(source)  # read only when the direct source is not here
+        return upstream is not None and self._holds(upstream)
 
     def _holds(self, source: dict) -> bool:
         path = source.get("path")
@@ -146,13 +146,13 @@ def _walk(folder: Path) -> list[Path]:
     for top, folders, files in os.walk(folder, followlinks=True):
         try:
             st = os.stat(top)
+            real = (st.st_dev, st.st_ino)
         except OSError:
+            real = None
+        if real is None or real in seen:  # gone since listed, or a folder already searched (a link loop)
             folders[:] = []
             continue
-        if (st.st_dev, st.st_ino) in seen:
-            folders[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
+        seen.add(real)
         found += [Path(top) / name for name in files]
     return sorted(found)
 
