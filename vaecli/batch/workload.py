@@ -59,10 +59,10 @@ def resize_cost(runner: Runner, jobs: list[Job], size: SizeSpec, decode: bool) -
     if worst is None:
         return None
     shape = (1, 3, -(-largest[0] // f) * f, -(-largest[1] // f) * f)  # padded to the factor, as encoded
-    need = estimate_memory(vae, shape, runner.dtype, "encode")
-    if decode:
-        need = max(need, estimate_memory(vae, (1, 1, shape[2] // f, shape[3] // f), runner.dtype, "decode"))
-    if upscaled == 0 and need <= budget:
+    passes = [(shape, "encode")] + ([((1, 1, shape[2] // f, shape[3] // f), "decode")] if decode else [])
+    need = max(estimate_memory(vae, s, runner.dtype, mode) for s, mode in passes)
+    tiled = any(runner.memory.should_tile(vae, s, runner.dtype, mode) for s, mode in passes)  # the Runner's own decision
+    if upscaled == 0 and not tiled:
         return None
     factor, (w, h), (rw, rh) = worst
     words = [f"--resize {size.width}{'' if size.height is None else f'x{size.height}'}"]
@@ -70,7 +70,7 @@ def resize_cost(runner: Runner, jobs: list[Job], size: SizeSpec, decode: bool) -
         words.append(f"upscales {upscaled} of {n} input(s) by more than {UPSCALE_WARN:g}x (up to {factor:.1f}x: {w}x{h} -> {rw}x{rh}),"
                      " which adds pixels but no detail;")
     words.append(f"the model sees {_megapixels(pixels_out)}, {pixels_out / pixels_in:.2g}x the inputs' {_megapixels(pixels_in)};")
-    if need > budget:
+    if tiled:
         words.append(f"the largest ({largest[1]}x{largest[0]}) needs about {_bytes(need)} untiled, more than the {_bytes(budget)} the model may use"
                      " (see --max-memory), so it runs tiled, far slower;")
     else:
