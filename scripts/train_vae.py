@@ -48,6 +48,7 @@ from train_vae_model import (  # noqa: E402
     adaptive_gan_weight,
     build_config,
     colour_loss,
+    fold_norm_statistics,
     hinge_d_loss,
     init_group_offsets,
     init_posterior_logvar,
@@ -97,6 +98,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=8,
         help="GroupNorm groups (32 in published VAEs); fewer, wider groups carry global colour through the norms",
+    )
+    p.add_argument(
+        "--norm-type",
+        default="group",
+        choices=["group", "affine"],
+        help="affine: GroupNorms with fixed statistics (per-channel scale and shift), so that nothing depends on the image's "
+        "size; from a GroupNorm parent (--init-from) the parent's average statistics are folded in",
     )
     # data
     p.add_argument("--batch-size", type=int, default=2, help="views per step (each --crops-per-view crops)")
@@ -208,12 +216,19 @@ def train(args) -> int:
         geometry = {k: getattr(args, k) for k in GEOMETRY_KEYS}
     config = build_config(geometry)
 
+    sampler = training_sampler(args, device)
     model = AutoencoderKL(config).to(device).train()
     step, history = 0, []
     commands: list[str] = []  # every invocation that built this checkpoint, in order (parent runs first)
     parent_steps = 0  # optimiser steps of the runs the weights came from (--init-from)
     if resumed is None and args.init_from is not None:
-        weights, commands, parent_steps = parent_run(args.init_from)
+        weights, commands, parent_steps, parent_config = parent_run(args.init_from)
+        if config.norm_type == "affine" and parent_config.norm_type == "group":
+            parent = AutoencoderKL(config.replace(norm_type="group")).to(device).eval()
+            parent.load_state_dict(weights)
+            batches = [sampler.batch(args.batch_size, args.crop).to(device) for _ in range(args.scale_batches)]
+            weights = fold_norm_statistics(parent, batches)
+            log(f"folded the GroupNorm statistics of {args.scale_batches * args.batch_size} training crops into affine norms")
         model.load_state_dict(weights)
         log(f"initialised from {args.init_from} ({parent_steps} steps before)")
     elif resumed is None:
@@ -223,7 +238,6 @@ def train(args) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
     disc = NLayerDiscriminator(input_nc=3, ndf=32, n_layers=3, use_actnorm=True).to(device).train() if args.gan else None
     disc_opt = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9)) if disc is not None else None
-    sampler = training_sampler(args, device)
     eval_crops = data.held_out_crops(args.eval_size, data.HELD_OUT[: args.eval_images], args.image_pack)  # decoded once
     noise = torch.Generator(device=device).manual_seed(args.seed + 1)  # posterior samples
 

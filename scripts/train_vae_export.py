@@ -18,6 +18,7 @@ import default_model_data as data
 import default_model_eval as evaluation
 import torch
 from train_vae_batches import ViewSampler
+from train_vae_model import build_config
 
 from vaecli.config import VAEConfig
 from vaecli.io.atomic import atomic_path
@@ -73,19 +74,21 @@ def command_from_args(saved: dict) -> str:
     return f"python scripts/train_vae.py {flags} (reconstructed from the checkpoint's arguments)"
 
 
-def parent_run(path: Path) -> tuple[dict, list[str], int]:
-    """(weights, invocations, steps) of the run to start from: a checkpoint.pt (its EMA when it kept
-    one) or an exported .safetensors file (its recorded `training_invocations` and `training_steps`)."""
+def parent_run(path: Path) -> tuple[dict, list[str], int, VAEConfig]:
+    """(weights, invocations, steps, config) of the run to start from: a checkpoint.pt (its EMA when it
+    kept one; its config has no latent scale) or an exported .safetensors file (its recorded
+    `training_invocations` and `training_steps`)."""
     if path.suffix == ".safetensors":
         from vaecli.api import load_vae
         from vaecli.weights.checkpoints import read_metadata
 
         meta = read_metadata(path)
-        state = load_vae(weights=path, device="cpu", dtype=torch.float32).state_dict()
-        return state, json.loads(meta.get("training_invocations", "[]")), int(meta.get("training_steps", 0))
+        parent = load_vae(weights=path, device="cpu", dtype=torch.float32)
+        return parent.state_dict(), json.loads(meta.get("training_invocations", "[]")), int(meta.get("training_steps", 0)), parent.config
     parent = torch.load(path, map_location="cpu", weights_only=False)  # our own run file
     commands = parent.get("commands") or [command_from_args(parent["args"])]
-    return parent.get("ema") or parent["model"], commands, parent.get("parent_steps", 0) + parent["step"]
+    config = build_config(parent["geometry"])
+    return parent.get("ema") or parent["model"], commands, parent.get("parent_steps", 0) + parent["step"], config
 
 
 @torch.no_grad()

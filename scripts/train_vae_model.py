@@ -19,8 +19,9 @@ from torch import nn
 
 from vaecli.config import VAEConfig
 from vaecli.model import AutoencoderKL
+from vaecli.model.normalization import ChannelAffine
 
-GEOMETRY_KEYS = ("ch", "ch_mult", "num_res_blocks", "z_channels", "attn_type", "norm_num_groups")
+GEOMETRY_KEYS = ("ch", "ch_mult", "num_res_blocks", "z_channels", "attn_type", "norm_num_groups", "norm_type")
 
 
 def build_config(geometry: dict) -> VAEConfig:
@@ -31,6 +32,7 @@ def build_config(geometry: dict) -> VAEConfig:
         z_channels=geometry["z_channels"],
         attn_type=geometry["attn_type"],
         norm_num_groups=geometry.get("norm_num_groups", 32),  # checkpoints from before the option used 32
+        norm_type=geometry.get("norm_type", "group"),  # and GroupNorm
         resolution=256,
         embed_dim=None,  # no quant convs: the encoder emits the latent moments directly, as in SD3/FLUX
     )
@@ -79,6 +81,41 @@ def pool_group_norms(model: nn.Module, crops_per_image: int) -> None:
         if isinstance(module, nn.GroupNorm):
             module.__class__ = ImagePooledGroupNorm
             module.crops_per_image = crops_per_image
+
+
+@torch.no_grad()
+def fold_norm_statistics(model: AutoencoderKL, batches) -> dict[str, torch.Tensor]:
+    """The state dict of `model` (GroupNorms) for the same model with `norm_type: affine`.
+
+    Each GroupNorm's per-group mean and variance, measured per image on `batches` (each image
+    normalised on its own, as the model was trained), are averaged over the images and folded into
+    its weight and bias (ChannelAffine.fold_statistics): for an image whose statistics are the
+    average ones, the affine model computes what the GroupNorm one did. Fine-tuning does the rest.
+    """
+    sums: dict[str, list] = {}
+
+    def record(name: str):
+        def hook(norm: nn.GroupNorm, inputs: tuple) -> None:
+            x = inputs[0]
+            var, mean = torch.var_mean(x.double().reshape(x.shape[0], norm.num_groups, -1), dim=-1, correction=0)  # (B, G)
+            total = sums.setdefault(name, [0.0, 0.0, 0])
+            total[0], total[1], total[2] = total[0] + mean.sum(0), total[1] + var.sum(0), total[2] + x.shape[0]
+
+        return hook
+
+    norms = {name: m for name, m in model.named_modules() if isinstance(m, nn.GroupNorm)}
+    hooks = [m.register_forward_pre_hook(record(name)) for name, m in norms.items()]
+    try:
+        for x in batches:
+            model.decode(model.encode(x).mode())
+    finally:
+        for h in hooks:
+            h.remove()
+    state = dict(model.state_dict())
+    for name, (mean, var, n) in sums.items():
+        affine = ChannelAffine.fold_statistics(norms[name], mean / n, var / n)
+        state[f"{name}.weight"], state[f"{name}.bias"] = affine.weight.detach(), affine.bias.detach()
+    return state
 
 
 @torch.no_grad()

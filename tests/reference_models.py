@@ -30,12 +30,13 @@ def random_vaecli(config, *, norm_weight: tuple[float, float], norm_bias: tuple[
     model's 1/0 affines hide wrong statistics): weights uniform in `norm_weight` (low, high), biases
     normal with `norm_bias` (mean, std), and conv biases normal(0, `conv_bias_std`) when given."""
     from vaecli.model import AutoencoderKL
+    from vaecli.model.normalization import ChannelAffine
 
     torch.manual_seed(seed)
     vae = AutoencoderKL(config).eval()
     with torch.no_grad():
         for m in vae.modules():
-            if isinstance(m, torch.nn.GroupNorm):
+            if isinstance(m, (torch.nn.GroupNorm, ChannelAffine)):
                 m.weight.uniform_(*norm_weight)
                 m.bias.normal_(*norm_bias)
             elif conv_bias_std is not None and isinstance(m, torch.nn.Conv2d) and m.bias is not None:

@@ -105,6 +105,7 @@ TINY = dict(ch=32, ch_mult=[1, 2], num_res_blocks=1, z_channels=4, embed_dim=4)
         ("patch_size", [2, 2]),  # without batch_norm_eps
         ("batch_norm_eps", 1e-4),  # without patch_size
         ("force_upcast", "yes"),
+        ("norm_type", "batch"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path, key, value):

@@ -27,6 +27,8 @@ CONFIGS = {
     "level-attn": VAEConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=4, attn_resolutions=(64,), resolution=128),
     # the embedded default model's geometry: 8 wide GroupNorm groups, no attention, no quant convs
     "groups-8": VAEConfig(ch=32, ch_mult=(2, 1, 2), num_res_blocks=1, z_channels=8, norm_num_groups=8, attn_type="none"),
+    # the same with the decoder's norms fixed (norm_type: affine): no statistics for the tiler to gather
+    "affine": VAEConfig(ch=32, ch_mult=(2, 1, 2), num_res_blocks=1, z_channels=8, norm_num_groups=8, attn_type="none", norm_type="affine"),
 }
 
 
@@ -35,7 +37,7 @@ def _model(cfg: VAEConfig) -> AutoencoderKL:
     return random_vaecli(cfg, norm_weight=(0.5, 1.5), norm_bias=(0.0, 0.3))
 
 
-@pytest.fixture(scope="module", params=["quant", "groups-8"])
+@pytest.fixture(scope="module", params=["quant", "groups-8", "affine"])
 def vae(request) -> AutoencoderKL:
     return _model(CONFIGS[request.param])
 

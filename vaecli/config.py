@@ -22,10 +22,11 @@ import yaml
 from .errors import ConfigError
 
 ATTN_TYPES = ("vanilla", "vanilla-xformers", "linear", "none")
+NORM_TYPES = ("group", "affine")
 DESCRIPTIVE_KEYS = ("name", "description")  # allowed in our YAML, not part of the architecture
 # Keys added after latents were first written. A latent's recipe holds its config as JSON, so these are
 # left out at their defaults: the JSON of every earlier config, and so every earlier latent, stays valid.
-LATER_KEYS = MappingProxyType({"force_upcast": False, "patch_size": None, "batch_norm_eps": None})
+LATER_KEYS = MappingProxyType({"force_upcast": False, "patch_size": None, "batch_norm_eps": None, "norm_type": "group"})
 
 # Upper bounds on the architecture. Configs come from files other people send (latent metadata,
 # self-describing weights), so a value must not be able to make building the model take minutes or
@@ -69,6 +70,10 @@ class VAEConfig:
     force_upcast: bool = False  # diffusers' flag: the model overflows in float16, so dtype "auto" never picks it
     patch_size: tuple[int, ...] | None = None  # FLUX.2: the transformer sees 2x2-patchified latents...
     batch_norm_eps: float | None = None  # ...normalised by a BatchNorm's running statistics with this eps
+    # vaecli's own: "affine", the GroupNorms of encoder and decoder with fixed statistics (a per-channel scale and
+    # shift, vaecli.model.normalization.ChannelAffine), so that nothing depends on the image's size; "group":
+    # GroupNorm, as every published model
+    norm_type: str = "group"
     name: str | None = field(default=None, compare=False)
     description: str | None = field(default=None, compare=False)
 
@@ -107,6 +112,7 @@ class VAEConfig:
             "double_z": self.double_z,
             "attn_type": self.attn_type,
             "norm_num_groups": self.norm_num_groups,
+            "norm_type": self.norm_type,
         }
 
     def architecture(self) -> dict[str, Any]:
@@ -229,6 +235,7 @@ def _validate(c: VAEConfig) -> None:
         ok = len(c.patch_size) == 2 and all(_is_int(p) and 0 < p <= LIMITS["patch"] for p in c.patch_size)
         need(ok, "patch_size", f"must be null or two positive integers of at most {LIMITS['patch']}")
     need(c.batch_norm_eps is None or (_is_number(c.batch_norm_eps) and c.batch_norm_eps > 0), "batch_norm_eps", "must be null or a positive finite number")
+    need(c.norm_type in NORM_TYPES, "norm_type", f"must be one of {', '.join(NORM_TYPES)}")
     need((c.patch_size is None) == (c.batch_norm_eps is None), "batch_norm_eps", "goes with patch_size (FLUX.2's latent normalisation): give both or neither")
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from .attention import make_attn
 from .blocks import Downsample, ResnetBlock, Upsample
-from .normalization import Normalize, nonlinearity, owns_output
+from .normalization import Normalize, fix_group_norms, nonlinearity, owns_output
 
 
 class OutputHead(NamedTuple):
@@ -139,6 +139,7 @@ class Encoder(nn.Module):
         use_linear_attn: bool = False,
         attn_type: str = "vanilla",
         norm_num_groups: int = 32,
+        norm_type: str = "group",
         **ignore_kwargs,
     ):
         super().__init__()
@@ -170,6 +171,8 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(
             block_in, 2 * z_channels if double_z else z_channels, kernel_size=3, stride=1, padding=1
         )
+        if norm_type == "affine":  # vaecli's option: fixed statistics, so the latent does not move with size
+            fix_group_norms(self)
 
     def stages(self) -> Iterator[Stage]:
         """The layers in the order they run, full resolution first (see the module doc)."""
@@ -216,6 +219,7 @@ class Decoder(nn.Module):
         use_linear_attn: bool = False,
         attn_type: str = "vanilla",
         norm_num_groups: int = 32,
+        norm_type: str = "group",
         **ignorekwargs,
     ):
         super().__init__()
@@ -268,6 +272,8 @@ class Decoder(nn.Module):
 
         self.norm_out = Normalize(block_in, norm_num_groups)
         self.conv_out = make_conv_cls(block_in, out_ch, kernel_size=3, stride=1, padding=1)
+        if norm_type == "affine":  # vaecli's option: fixed statistics, so colour does not move with size
+            fix_group_norms(self)
 
     def _make_attn(self):
         return make_attn

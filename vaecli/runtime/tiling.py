@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model import AutoencoderKL, DiagonalGaussianDistribution, ResnetBlock
+from ..model.normalization import ChannelAffine
 from .memory import memory_budget
 
 DEFAULT_TILE_SIZE = 512  # tile side in image pixels on CUDA; each layer's tile covers the same image region
@@ -185,13 +186,16 @@ class _TiledRunner:
 
     # -- reading a tile with its halo
 
-    def _normalize_swish(self, t: torch.Tensor, stats: _GroupStats, norm: nn.GroupNorm) -> torch.Tensor:
-        """GroupNorm with whole-image statistics, then Swish, on one tile (computed in float32)."""
-        b, c = t.shape[:2]
-        mean, rstd = stats.mean_rstd(norm.eps)  # (B, G)
-        per_group = c // norm.num_groups
-        scale = rstd.repeat_interleave(per_group, dim=1) * norm.weight.float()  # (B, C)
-        shift = norm.bias.float() - mean.repeat_interleave(per_group, dim=1) * scale  # (B, C)
+    def _normalize_swish(self, t: torch.Tensor, src: _Activation, norm: nn.Module) -> torch.Tensor:
+        """The norm (GroupNorm with whole-image statistics, or a ChannelAffine: none), then Swish, on one
+        tile of `src` (computed in float32)."""
+        if isinstance(norm, ChannelAffine):
+            scale, shift = norm.weight.float()[None], norm.bias.float()[None]  # (1, C)
+        else:
+            mean, rstd = self._ready_stats(src).mean_rstd(norm.eps)  # (B, G)
+            per_group = t.shape[1] // norm.num_groups
+            scale = rstd.repeat_interleave(per_group, dim=1) * norm.weight.float()  # (B, C)
+            shift = norm.bias.float() - mean.repeat_interleave(per_group, dim=1) * scale  # (B, C)
         y = torch.addcmul(shift[:, :, None, None], t.float(), scale[:, :, None, None])  # one pass: x * scale + shift
         return F.silu(y, inplace=True).to(t.dtype)
 
@@ -206,7 +210,7 @@ class _TiledRunner:
         sc0, sc1 = vc0 // scale, (vc1 - 1) // scale + 1
         t = self._read(src, slice(sr0, sr1), slice(sc0, sc1))
         if norm is not None:
-            t = self._normalize_swish(t, self._ready_stats(src), norm)
+            t = self._normalize_swish(t, src, norm)
         if up:  # nearest x2, then crop to the valid window
             t = F.interpolate(t, scale_factor=2.0, mode="nearest")
             t = t[:, :, vr0 - 2 * sr0 : vr1 - 2 * sr0, vc0 - 2 * sc0 : vc1 - 2 * sc0]

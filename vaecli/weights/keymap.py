@@ -62,9 +62,10 @@ def diffusers_vae_kwargs(config: VAEConfig) -> dict:
     """Arguments of diffusers' AutoencoderKL with `config`'s architecture (no diffusers import needed).
 
     For comparing against diffusers, the independent reference. diffusers has no per-level attention
-    (kl-f16/f32) and ties the quant convs' width to the latent channels; such configs have no twin.
+    (kl-f16/f32), ties the quant convs' width to the latent channels and has no fixed-statistics
+    norms (vaecli's `norm_type: affine`); such configs have no twin.
     """
-    if config.attn_resolutions or (config.embed_dim is not None and config.embed_dim != config.z_channels):
+    if config.attn_resolutions or config.norm_type != "group" or (config.embed_dim is not None and config.embed_dim != config.z_channels):
         raise ValueError(f"{config.name or 'config'}: diffusers' AutoencoderKL has no equivalent architecture")
     levels = len(config.ch_mult)
     return dict(
