@@ -101,10 +101,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument(
         "--norm-type",
-        default="group",
+        default=None,
         choices=["group", "affine"],
         help="affine: GroupNorms with fixed statistics (per-channel scale and shift), so that nothing depends on the image's "
-        "size; from a GroupNorm parent (--init-from) the parent's average statistics are folded in",
+        "size; from a GroupNorm parent (--init-from) the parent's average statistics are folded in (default: the parent's; group)",
     )
     # data
     p.add_argument("--batch-size", type=int, default=2, help="views per step (each --crops-per-view crops)")
@@ -212,7 +212,13 @@ def train(args) -> int:
             return 2
         resumed = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # our own file, written below
         geometry = resumed["geometry"]
-    else:
+    parent = parent_run(args.init_from) if resumed is None and args.init_from is not None else None
+    if resumed is None:
+        if args.norm_type is None:
+            args.norm_type = parent[3].norm_type if parent is not None else "group"
+        if parent is not None and parent[3].norm_type == "affine" and args.norm_type == "group":
+            print(f"Error: {args.init_from}: its norms have fixed statistics (norm_type affine); a GroupNorm model cannot start from it", file=sys.stderr)
+            return 2
         geometry = {k: getattr(args, k) for k in GEOMETRY_KEYS}
     config = build_config(geometry)
 
@@ -221,13 +227,13 @@ def train(args) -> int:
     step, history = 0, []
     commands: list[str] = []  # every invocation that built this checkpoint, in order (parent runs first)
     parent_steps = 0  # optimiser steps of the runs the weights came from (--init-from)
-    if resumed is None and args.init_from is not None:
-        weights, commands, parent_steps, parent_config = parent_run(args.init_from)
+    if parent is not None:
+        weights, commands, parent_steps, parent_config = parent
         if config.norm_type == "affine" and parent_config.norm_type == "group":
-            parent = AutoencoderKL(config.replace(norm_type="group")).to(device).eval()
-            parent.load_state_dict(weights)
+            grouped = AutoencoderKL(config.replace(norm_type="group")).to(device).eval()
+            grouped.load_state_dict(weights)
             batches = [sampler.batch(args.batch_size, args.crop).to(device) for _ in range(args.scale_batches)]
-            weights = fold_norm_statistics(parent, batches)
+            weights = fold_norm_statistics(grouped, batches)
             log(f"folded the GroupNorm statistics of {args.scale_batches * args.batch_size} training crops into affine norms")
         model.load_state_dict(weights)
         log(f"initialised from {args.init_from} ({parent_steps} steps before)")

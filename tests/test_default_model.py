@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import default_model_data as data  # noqa: E402  (the training scripts' data and metrics)
 import default_model_eval as evaluation  # noqa: E402
-from train_vae_model import ImagePooledGroupNorm, pool_group_norms, set_stats_margin  # noqa: E402
+from train_vae_model import ImagePooledGroupNorm, fold_norm_statistics, pool_group_norms, set_stats_margin  # noqa: E402
 
 SHIPPED = registry.default_weights_path()
 TRAIN_SCRIPT = REPO / "scripts" / "train_vae.py"
@@ -316,3 +316,45 @@ def test_init_from_an_exported_file_inherits_its_recorded_history(tmp_path):
     child_state = _checkpoint(child)["model"]
     for name, tensor in load_vae(device="cpu").state_dict().items():
         torch.testing.assert_close(child_state[name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_folding_an_image_s_statistics_gives_the_group_norm_model_s_reconstruction_of_it():
+    """fold_norm_statistics with the statistics of one photograph: the affine model reconstructs that
+    photograph as the GroupNorm model does; another photograph, with other statistics, it does not."""
+    from reference_models import random_vaecli
+
+    from vaecli.config import VAEConfig
+    from vaecli.model import AutoencoderKL
+
+    geometry = dict(ch=32, ch_mult=(2, 1, 2), num_res_blocks=1, z_channels=8, norm_num_groups=8, attn_type="none")
+    grouped = random_vaecli(VAEConfig(**geometry), norm_weight=(0.5, 1.5), norm_bias=(0.0, 0.3))
+    photo, other = (evaluation_input(data.load_rgb(name)[:96, :128]) for name in ("skimage:astronaut", "skimage:coffee"))
+    affine = AutoencoderKL(VAEConfig(**geometry, norm_type="affine")).eval()
+    affine.load_state_dict(fold_norm_statistics(grouped, [photo]))
+    with torch.no_grad():
+        same = [m.decode(m.encode(photo).mode()) for m in (grouped, affine)]
+        differ = [m.decode(m.encode(other).mode()) for m in (grouped, affine)]
+    torch.testing.assert_close(same[1], same[0], rtol=0, atol=1e-4)
+    assert (differ[1] - differ[0]).abs().max() > 1e-2
+
+
+def evaluation_input(photo: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+
+
+def test_affine_norms_start_from_a_group_norm_parent_and_are_inherited_never_undone(tmp_path):
+    """--norm-type affine from a GroupNorm parent folds its statistics; a child of an affine model is
+    affine by default; asking for GroupNorm from an affine parent is refused (its statistics are gone)."""
+    parent, child, grandchild = tmp_path / "parent", tmp_path / "child", tmp_path / "grandchild"
+    _train(parent, "--steps", "1")
+    log = _train(child, "--steps", "1", "--norm-type", "affine", "--init-from", str(parent / "checkpoint.pt")).stdout
+    assert "folded the GroupNorm statistics" in log
+    assert load_vae(weights=child / "vaecli-default.safetensors", device="cpu").config.norm_type == "affine"
+    _train(grandchild, "--steps", "1", "--init-from", str(child / "vaecli-default.safetensors"))
+    assert load_vae(weights=grandchild / "vaecli-default.safetensors", device="cpu").config.norm_type == "affine"
+    refused = subprocess.run(
+        [sys.executable, str(TRAIN_SCRIPT), "--out", str(tmp_path / "refused"), "--norm-type", "group", "--init-from", str(child / "checkpoint.pt")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "fixed statistics" in refused.stderr
