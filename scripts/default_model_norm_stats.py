@@ -1,9 +1,13 @@
-"""Find which GroupNorms make the default model's colour depend on the image's size.
+"""Find which GroupNorms make a GroupNorm model's colour depend on the image's size.
 
-    python scripts/default_model_norm_stats.py --only analogpattern_by_Peter_Nerlich --side 1024 [--parts]
+    git show a178547:vaecli/assets/vaecli-default.safetensors > runs/groupnorm-default.safetensors
+    python scripts/default_model_norm_stats.py --weights runs/groupnorm-default.safetensors \
+        --only analogpattern_by_Peter_Nerlich --side 1024 [--parts]
 
-The same held-out photograph is resized (Lanczos) to a long side of `--reference` (256: where the
-shipped model's colour is right) and of `--side`. The large one is then reconstructed again with
+`--weights`: a model with GroupNorms, such as the default model before its statistics were fixed
+(the commit above; the shipped one has no GroupNorm left to diagnose). The same held-out
+photograph is resized (Lanczos) to a long side of `--reference` (256: where that model's colour is
+right) and of `--side`. The large one is then reconstructed again with
 chosen GroupNorms normalising by the small one's statistics (per group: mean and variance, or only
 one of them) instead of its own. Where borrowing the small image's statistics removes the colour
 shift, those norms are where the size enters (docs/default-model.md, "Size and colour"). Each
@@ -76,11 +80,14 @@ def main(argv=None) -> int:
     p.add_argument("--reference", type=int, default=256)
     p.add_argument("--parts", action="store_true", help="borrow per decoder stage instead of encoder / decoder / all")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--weights", type=Path, required=True, help="the GroupNorm model to diagnose (see above)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    vae = load_vae(device="cpu", dtype=torch.float32)
+    vae = load_vae(weights=args.weights, device="cpu", dtype=torch.float32)
     stats = BorrowedStatistics(vae)
+    if not stats.norms:
+        p.error(f"{args.weights}: no GroupNorm to diagnose (norm_type {vae.config.norm_type})")
     photo = data.load_rgb(next(i.name for i in data.HELD_OUT if i.short == args.only))
     small, big = data.resize_long_side(photo, args.reference), data.resize_long_side(photo, args.side)
 
