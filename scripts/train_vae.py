@@ -201,7 +201,6 @@ def steps_for_minutes(args, step: int, started: float, t10: float) -> int:
 def train(args) -> int:
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    args.out.mkdir(parents=True, exist_ok=True)
     ckpt_path = args.out / CHECKPOINT
     torch.manual_seed(args.seed)
 
@@ -221,6 +220,7 @@ def train(args) -> int:
             return 2
         geometry = {k: getattr(args, k) for k in GEOMETRY_KEYS}
     config = build_config(geometry)
+    args.out.mkdir(parents=True, exist_ok=True)  # once nothing is refused: a refused run leaves no folder
 
     sampler = training_sampler(args, device)
     model = AutoencoderKL(config).to(device).train()

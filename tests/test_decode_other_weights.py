@@ -41,7 +41,8 @@ def test_decoding_with_other_weights_warns_once_naming_both_hashes(tmp_path, cli
     assert chosen.returncode == 0, chosen.stderr
     assert _warnings(chosen.stderr) == [
         f"Warning: 3 latents were encoded with weights sha256 {old} and are decoded with weights sha256 {new}: "
-        "another decoder than the encoder's own (expected with a fine-tuned decoder)"
+        "another decoder than the encoder's own; right for a decoder fine-tuned for that encoder, wrong for another model's "
+        "latents (such as the embedded default model's before it was retrained): give the encoder's weights with --weights"
     ]
 
     # The weights file the latents name was replaced in place (a fine-tune saved over it): said too.

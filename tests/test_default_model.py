@@ -364,3 +364,4 @@ def test_affine_norms_start_from_a_group_norm_parent_and_are_inherited_never_und
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert refused.returncode == 2 and "fixed statistics" in refused.stderr
+    assert not (tmp_path / "refused").exists()  # a refused run leaves no folder behind

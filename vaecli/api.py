@@ -21,16 +21,18 @@ from .weights.locate import model_config, resolve_model
 
 
 def _guessed(weights: Path, allow_pickle: bool) -> VAEConfig:
-    """The architecture a file's shapes describe, with a warning: its latent scale and its GroupNorm group
-    count cannot be known (a GroupNorm has no tensor of that size), so the scale is left out and the group
-    count assumed to be every published model's."""
+    """The architecture a file's shapes describe, with a warning: its latent scale, its GroupNorm group
+    count (a GroupNorm has no tensor of that size) and whether its norms take statistics at all (fixed
+    ones, `norm_type: affine`, have GroupNorm's tensors) cannot be known, so the scale is left out and
+    the norms assumed to be every published model's."""
     cfg = guess_config_from_weights(weights, allow_pickle)
     same = [n for n in shipped_config_names() if shipped_config(n).architecture() == cfg.architecture()]
     hint = f" (the architecture of {', '.join(same)})" if same else ""
     warnings.warn(
         f"{weights}: architecture read from its tensor shapes{hint}; its latent scale is unknown, so latents are "
-        f"left unscaled, and its GroupNorm group count cannot be read from shapes, so {cfg.norm_num_groups} is assumed: "
-        "name the model (--model NAME --weights FILE) or give --config (its YAML or config.json) to use its scale and groups",
+        f"left unscaled, and its GroupNorm group count cannot be read from shapes, so {cfg.norm_num_groups} is assumed, "
+        "with GroupNorm statistics (a model with fixed ones, norm_type affine, has the same tensors and decodes wrongly so): "
+        "name the model (--model NAME --weights FILE) or give --config (its YAML or config.json) to use its scale and norms",
         stacklevel=3,
     )
     return cfg

@@ -135,7 +135,9 @@ class Decoder:
                 pairs[recorded, used] += 1
         for (recorded, used), n in pairs.items():
             warnings.warn(f"{n} latent{'s were' if n > 1 else ' was'} encoded with weights sha256 {recorded[:12]} and {'are' if n > 1 else 'is'} "
-                          f"decoded with weights sha256 {used[:12]}: another decoder than the encoder's own (expected with a fine-tuned decoder)",
+                          f"decoded with weights sha256 {used[:12]}: another decoder than the encoder's own; right for a decoder fine-tuned "
+                          "for that encoder, wrong for another model's latents (such as the embedded default model's before it was "
+                          "retrained): give the encoder's weights with --weights",
                           stacklevel=2)
 
     def load(self, job: Job) -> Loaded:

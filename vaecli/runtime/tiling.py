@@ -110,7 +110,7 @@ class _TiledRunner:
         storage: torch.device,
         image_height: int,
         tile_size: int,
-        num_groups: int,
+        num_groups: int | None,
         store_limit: int | None = None,
     ):
         self.compute = compute
@@ -124,7 +124,11 @@ class _TiledRunner:
     # -- storage
 
     def _stats(self, shape) -> _GroupStats | None:
-        return _GroupStats(shape[0], self.num_groups, self.compute) if shape[1] % self.num_groups == 0 else None
+        """Statistics to gather for a GroupNorm after this activation; none where no GroupNorm can follow
+        (channels not a multiple of the groups, or a network whose norms have fixed statistics)."""
+        if self.num_groups is None or shape[1] % self.num_groups != 0:
+            return None
+        return _GroupStats(shape[0], self.num_groups, self.compute)
 
     def _fits(self, shape, dtype) -> bool:
         return self.store_limit is None or math.prod(shape) * dtype.itemsize <= self.store_limit
@@ -292,6 +296,11 @@ def _store_limit(storage: torch.device, budget: int | None) -> int:
     return budget // STORED_LIVE
 
 
+def _groups(vae: AutoencoderKL) -> int | None:
+    """The GroupNorm groups whose statistics the tiler gathers; None for fixed statistics (norm_type affine)."""
+    return vae.config.norm_num_groups if vae.config.norm_type == "group" else None
+
+
 def _check_supported(module: nn.Module) -> None:
     if getattr(module, "give_pre_end", False):
         raise ValueError("tiled decode of a Decoder with give_pre_end is not supported")
@@ -340,7 +349,7 @@ def tiled_encode(
     _check_supported(vae.encoder)
     compute, storage = _devices(vae, offload)
     tile_size = tile_size or default_tile_size(compute)
-    run = _TiledRunner(compute, storage, x.shape[-2], tile_size, vae.config.norm_num_groups, _store_limit(storage, storage_budget))
+    run = _TiledRunner(compute, storage, x.shape[-2], tile_size, _groups(vae), _store_limit(storage, storage_budget))
     moments = _run_stages(run, run.whole(x), vae.encoder.stages()).tensor.to(compute)  # (B, 2*z, h, w): latent-sized
     if vae.quant_conv is not None:
         moments = vae.quant_conv(moments)
@@ -369,7 +378,7 @@ def tiled_decode(
         z = vae.post_quant_conv(z)  # 1x1 at latent size: whole
     tile_size = tile_size or default_tile_size(compute)
     height = z.shape[-2] * vae.downsample_factor
-    run = _TiledRunner(compute, storage, height, tile_size, vae.config.norm_num_groups, _store_limit(storage, storage_budget))
+    run = _TiledRunner(compute, storage, height, tile_size, _groups(vae), _store_limit(storage, storage_budget))
     out = _run_stages(run, run.whole(z), dec.stages()).tensor
     if dec.tanh_out:
         out = torch.tanh(out)
