@@ -214,8 +214,8 @@ def train(args) -> int:
     parent = parent_run(args.init_from) if resumed is None and args.init_from is not None else None
     if resumed is None:
         if args.norm_type is None:
-            args.norm_type = parent[3].norm_type if parent is not None else "group"
-        if parent is not None and parent[3].norm_type == "affine" and args.norm_type == "group":
+            args.norm_type = parent.config.norm_type if parent is not None else "group"
+        if parent is not None and parent.config.norm_type == "affine" and args.norm_type == "group":
             print(f"Error: {args.init_from}: its norms have fixed statistics (norm_type affine); a GroupNorm model cannot start from it", file=sys.stderr)
             return 2
         geometry = {k: getattr(args, k) for k in GEOMETRY_KEYS}
@@ -228,8 +228,8 @@ def train(args) -> int:
     commands: list[str] = []  # every invocation that built this checkpoint, in order (parent runs first)
     parent_steps = 0  # optimiser steps of the runs the weights came from (--init-from)
     if parent is not None:
-        weights, commands, parent_steps, parent_config = parent
-        if config.norm_type == "affine" and parent_config.norm_type == "group":
+        weights, commands, parent_steps = parent.weights, parent.commands, parent.steps
+        if config.norm_type == "affine" and parent.config.norm_type == "group":
             grouped = AutoencoderKL(config.replace(norm_type="group")).to(device).eval()
             grouped.load_state_dict(weights)
             batches = [sampler.batch(args.batch_size, args.crop).to(device) for _ in range(args.scale_batches)]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import default_model_data as data
 import default_model_eval as evaluation
@@ -74,21 +75,28 @@ def command_from_args(saved: dict) -> str:
     return f"python scripts/train_vae.py {flags} (reconstructed from the checkpoint's arguments)"
 
 
-def parent_run(path: Path) -> tuple[dict, list[str], int, VAEConfig]:
-    """(weights, invocations, steps, config) of the run to start from: a checkpoint.pt (its EMA when it
-    kept one; its config has no latent scale) or an exported .safetensors file (its recorded
-    `training_invocations` and `training_steps`)."""
+class Parent(NamedTuple):
+    """The run a new one starts from (--init-from)."""
+
+    weights: dict
+    commands: list[str]  # its recorded invocations
+    steps: int
+    config: VAEConfig  # a checkpoint.pt's has no latent scale
+
+
+def parent_run(path: Path) -> Parent:
+    """The run to start from: a checkpoint.pt (its EMA when it kept one) or an exported .safetensors
+    file (its recorded `training_invocations` and `training_steps`)."""
     if path.suffix == ".safetensors":
         from vaecli.api import load_vae
         from vaecli.weights.checkpoints import read_metadata
 
         meta = read_metadata(path)
         parent = load_vae(weights=path, device="cpu", dtype=torch.float32)
-        return parent.state_dict(), json.loads(meta.get("training_invocations", "[]")), int(meta.get("training_steps", 0)), parent.config
+        return Parent(parent.state_dict(), json.loads(meta.get("training_invocations", "[]")), int(meta.get("training_steps", 0)), parent.config)
     parent = torch.load(path, map_location="cpu", weights_only=False)  # our own run file
     commands = parent.get("commands") or [command_from_args(parent["args"])]
-    config = build_config(parent["geometry"])
-    return parent.get("ema") or parent["model"], commands, parent.get("parent_steps", 0) + parent["step"], config
+    return Parent(parent.get("ema") or parent["model"], commands, parent.get("parent_steps", 0) + parent["step"], build_config(parent["geometry"]))
 
 
 @torch.no_grad()

@@ -92,18 +92,16 @@ def fold_norm_statistics(model: AutoencoderKL, batches) -> dict[str, torch.Tenso
     its weight and bias (ChannelAffine.fold_statistics): for an image whose statistics are the
     average ones, the affine model computes what the GroupNorm one did. Fine-tuning does the rest.
     """
-    sums: dict[str, list] = {}
+    norms = {name: m for name, m in model.named_modules() if isinstance(m, nn.GroupNorm)}
+    recorded: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in norms}  # per batch: (var, mean), each (B, G)
 
     def record(name: str):
         def hook(norm: nn.GroupNorm, inputs: tuple) -> None:
             x = inputs[0]
-            var, mean = torch.var_mean(x.double().reshape(x.shape[0], norm.num_groups, -1), dim=-1, correction=0)  # (B, G)
-            total = sums.setdefault(name, [0.0, 0.0, 0])
-            total[0], total[1], total[2] = total[0] + mean.sum(0), total[1] + var.sum(0), total[2] + x.shape[0]
+            recorded[name].append(torch.var_mean(x.double().reshape(x.shape[0], norm.num_groups, -1), dim=-1, correction=0))
 
         return hook
 
-    norms = {name: m for name, m in model.named_modules() if isinstance(m, nn.GroupNorm)}
     hooks = [m.register_forward_pre_hook(record(name)) for name, m in norms.items()]
     try:
         for x in batches:
@@ -112,8 +110,9 @@ def fold_norm_statistics(model: AutoencoderKL, batches) -> dict[str, torch.Tenso
         for h in hooks:
             h.remove()
     state = dict(model.state_dict())
-    for name, (mean, var, n) in sums.items():
-        affine = ChannelAffine.fold_statistics(norms[name], mean / n, var / n)
+    for name, stats in recorded.items():
+        var, mean = (torch.cat(per_image).mean(dim=0) for per_image in zip(*stats))  # each (G,): the average over the images
+        affine = ChannelAffine.fold_statistics(norms[name], mean, var)
         state[f"{name}.weight"], state[f"{name}.bias"] = affine.weight.detach(), affine.bias.detach()
     return state
 
