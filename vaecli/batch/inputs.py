@@ -206,7 +206,7 @@ def expand_inputs(args: Iterable[str], suffixes: tuple[str, ...], warn: Callable
         folder = _Folder(root, candidates)
         files = []
         for p in candidates:
-            if p.suffix.lower() not in suffixes or p.name.startswith(TMP_PREFIX) or _inside(p.resolve(), below):
+            if p.suffix.lower() not in suffixes or p.name.startswith(TMP_PREFIX) or (below is not None and _inside(p.resolve(), below)):
                 continue
             if p.is_symlink() and not p.exists():
                 left_out.dangling.append(p)

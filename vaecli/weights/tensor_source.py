@@ -24,8 +24,8 @@ from .keymap import diffusers_to_ldm_key, is_diffusers_layout, ldm_key
 
 VAE_PREFIXES = ("first_stage_model.", "vae.")  # SD/SDXL/SD3 single files; FLUX single files
 DROP_PREFIXES = ("loss.", "model_ema.")  # training-time parts of LDM first-stage checkpoints
-DROP_KEYS = ("bn.num_batches_tracked",)
-BARE_VAE_KEYS = ("encoder.", "decoder.")  # a VAE-only file's tensors, either layout  # FLUX.2's BatchNorm step counter: no part of the computation
+DROP_KEYS = ("bn.num_batches_tracked",)  # FLUX.2's BatchNorm step counter: no part of the computation
+BARE_VAE_KEYS = ("encoder.", "decoder.")  # a VAE-only file's tensors, either layout
 
 
 @dataclass(frozen=True)
